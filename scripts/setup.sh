@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One-step set-up on a fresh Debian machine (Python >= 3.11).  Usage: scripts/setup.sh [dev]
+#  - installs bubblewrap (the code judge's sandbox) when apt is available and we may use it;
+#  - installs the CPU build of torch 2.13.0 unless a torch is already present (a GPU machine keeps its own);
+#  - installs openmimo in editable mode (with the dev extra for tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq bubblewrap >/dev/null) \
+    || echo "setup: could not install bubblewrap; the code judge will fall back to unshare" >&2
+fi
+if ! $PY -c "import torch" >/dev/null 2>&1; then
+  $PY -m pip install -q "torch==2.13.0"
+fi
+extra=""
+[ "${1:-}" = "dev" ] && extra="[dev]"
+$PY -m pip install -q -e ".$extra"
