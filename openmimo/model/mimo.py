@@ -1,0 +1,311 @@
+"""The MiMo decoder with Multi-Token-Prediction (MTP) layers, in plain PyTorch.
+
+Main model: a Qwen2-style decoder — token embedding, N blocks of (pre-RMSNorm, GQA self-attention
+with q/k/v bias and RoPE, residual; pre-RMSNorm, SwiGLU MLP, residual), a final RMSNorm and the
+output head (tied to the embedding or not).
+
+MTP layer k (k = 1..K) follows MiMo's tensor layout: it takes the hidden state of depth k-1
+(depth 0 = the main model's last hidden state, before the final norm) and the embedding of the
+token k positions ahead, normalises them (``hidden_layernorm``, ``token_layernorm``),
+concatenates ``[hidden, embedding]``, projects 2d -> d (``input_proj``), runs one decoder block,
+applies ``final_layernorm`` and the shared output head.  At position t, depth k predicts token
+t+1+k.  The block output *before* ``final_layernorm`` feeds depth k+1 (a choice: MiMo's public
+code only ships one MTP layer, so the hand-over between depths is ours).
+
+Packed sequences: position ids restart at 0 at each document start; attention is then masked to
+stay inside a document, and every target (main and MTP) whose token lies in another document than
+the predicting position is ignored.  The model knows nothing of parallelism; see ``parallel.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from openmimo.model.config import MiMoConfig
+
+IGNORE_INDEX = -100
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """cos/sin tables of shape (B, T, head_dim) for the given positions, computed in float32."""
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.int64, device=position_ids.device).float() / head_dim
+    inv_freq = 1.0 / (theta ** exponent)
+    freqs = position_ids[..., None].float() * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, H, T, D); cos/sin: (B, T, D)."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return x * cos + _rotate_half(x) * sin
+
+
+def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
+    """A new document starts wherever the position id is 0."""
+    return torch.cumsum((position_ids == 0).to(torch.int32), dim=1)
+
+
+def build_attention_mask(attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
+                         seq_len: int) -> torch.Tensor | None:
+    """Boolean (B, 1, T, T) mask: causal, inside one document, on non-padding keys.
+
+    Returns None when plain causal attention is exact (no padding, no position ids), so SDPA can
+    use its ``is_causal`` fast path.  Every query may attend to itself, so padded rows never see
+    an empty key set (which would give NaN).
+    """
+    if attention_mask is None and position_ids is None:
+        return None
+    device = (attention_mask if attention_mask is not None else position_ids).device
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+    mask = causal[None]
+    if position_ids is not None:
+        doc = document_ids(position_ids)
+        mask = mask & (doc[:, :, None] == doc[:, None, :])
+    if attention_mask is not None:
+        mask = mask & attention_mask.bool()[:, None, :]
+        mask = mask | torch.eye(seq_len, dtype=torch.bool, device=device)[None]
+    return mask[:, None]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: MiMoConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx  # index into a KV cache (main layers first, then MTP layers)
+        self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_size
+        d, b = cfg.hidden_size, cfg.attention_bias
+        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=b)
+        self.k_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=b)
+        self.v_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=b)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
+
+    def forward(self, x, cos, sin, mask, kv_cache=None):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            # The cache stores this step's keys/values and returns everything visible; its mask
+            # (set by the engine for this step) replaces the training mask.
+            k, v = kv_cache.update(self.layer_idx, k, v)
+            mask = kv_cache.attn_mask
+        gqa = self.n_heads != self.n_kv
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
+                                           enable_gqa=gqa)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: MiMoConfig):
+        super().__init__()
+        d, f = cfg.hidden_size, cfg.intermediate_size
+        self.gate_proj = nn.Linear(d, f, bias=False)
+        self.up_proj = nn.Linear(d, f, bias=False)
+        self.down_proj = nn.Linear(f, d, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: MiMoConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg, layer_idx)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, mask, kv_cache=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv_cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class MTPLayer(DecoderLayer):
+    """One MTP depth: normalise and fuse [hidden, next-token embedding], one block, a final norm."""
+
+    def __init__(self, cfg: MiMoConfig, layer_idx: int):
+        super().__init__(cfg, layer_idx)
+        d = cfg.hidden_size
+        self.token_layernorm = RMSNorm(d, cfg.rms_norm_eps)
+        self.hidden_layernorm = RMSNorm(d, cfg.rms_norm_eps)
+        self.input_proj = nn.Linear(2 * d, d, bias=False)
+        self.final_layernorm = RMSNorm(d, cfg.rms_norm_eps)
+
+    def forward(self, prev_hidden, next_embeds, cos, sin, mask, kv_cache=None):
+        """Returns (block output for the next depth, normalised output for the head)."""
+        x = self.input_proj(torch.cat([self.hidden_layernorm(prev_hidden), self.token_layernorm(next_embeds)], -1))
+        x = super().forward(x, cos, sin, mask, kv_cache)
+        return x, self.final_layernorm(x)
+
+
+class MiMoModel(nn.Module):
+    """The body (``model.*`` in the checkpoint): embedding, blocks, final norm and MTP layers."""
+
+    def __init__(self, cfg: MiMoConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        n = cfg.num_hidden_layers
+        self.mtp_layers = nn.ModuleList(MTPLayer(cfg, n + i) for i in range(cfg.num_nextn_predict_layers))
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor | None = None  # (B, T or logits_to_keep, V) main-head logits
+    loss: torch.Tensor | None = None  # mean main next-token loss over valid targets
+    mtp_losses: list = field(default_factory=list)  # mean loss per MTP depth (depth 1 first)
+    hidden_states: torch.Tensor | None = None  # last hidden state before the final norm (B, T, d)
+    loss_sums: list = field(default_factory=list)  # summed losses: [main, depth1, ...] (for global normalisation)
+    num_targets: list = field(default_factory=list)  # valid targets: [main, depth1, ...]
+    num_correct: list = field(default_factory=list)  # argmax hits: [main, depth1, ...] (no grad)
+
+
+class MiMoForCausalLM(nn.Module):
+    def __init__(self, config: MiMoConfig):
+        super().__init__()
+        self.config = config
+        self.model = MiMoModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.tie_weights()
+
+    # -- construction ------------------------------------------------------------------------
+    def tie_weights(self) -> None:
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None) -> None:
+        """The one initialisation: normal(0, initializer_range) weights, zero biases, unit norms."""
+        gen = None
+        if seed is not None:
+            gen = torch.Generator(device=self.lm_head.weight.device).manual_seed(seed)
+        std = self.config.initializer_range
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                if m is self.lm_head and self.config.tie_word_embeddings:
+                    continue
+                m.weight.normal_(0.0, std, generator=gen)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.zero_()
+            elif isinstance(m, RMSNorm):
+                m.weight.fill_(1.0)
+
+    def save_pretrained(self, path, tokenizer=None, max_shard_size: int = 2 * 1024**3, extra_files=None) -> None:
+        from openmimo.model.hf import save_pretrained
+
+        save_pretrained(self, path, tokenizer=tokenizer, max_shard_size=max_shard_size, extra_files=extra_files)
+
+    # -- forward -----------------------------------------------------------------------------
+    def _rope(self, position_ids, dtype):
+        return rope_cos_sin(position_ids, self.config.head_size, self.config.rope_theta, dtype)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None, *,
+                logits_to_keep: int = 0, kv_cache=None, compute_mtp: bool | None = None) -> ModelOutput:
+        """Main logits (all positions, or the last ``logits_to_keep``) and, with ``labels``, the losses.
+
+        ``labels`` are aligned with ``input_ids`` (the shift happens here); IGNORE_INDEX entries,
+        padded positions and targets in another document are not counted.  MTP losses are
+        computed when labels are given (``compute_mtp`` overrides).
+        """
+        B, T = input_ids.shape
+        packed_positions = position_ids
+        if position_ids is None:
+            position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
+        mask = None if kv_cache is not None else build_attention_mask(attention_mask, packed_positions, T)
+        x = self.model.embed_tokens(input_ids)
+        cos, sin = self._rope(position_ids, x.dtype)
+        for layer in self.model.layers:
+            x = layer(x, cos, sin, mask, kv_cache)
+        out = ModelOutput(hidden_states=x)
+        h = self.model.norm(x)
+        if labels is None:
+            out.logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
+            if compute_mtp:
+                raise ValueError("compute_mtp needs labels; use mtp_forward for drafting")
+            return out
+        out.logits = self.lm_head(h)
+        doc = document_ids(packed_positions) if packed_positions is not None else None
+        out.loss = self._shifted_loss(out, out.logits, labels, attention_mask, doc, 1)
+        if compute_mtp is None or compute_mtp:
+            prev = x
+            for k, layer in enumerate(self.model.mtp_layers, start=1):
+                next_ids = F.pad(input_ids[:, k:], (0, k), value=0)
+                prev, hk = layer(prev, self.model.embed_tokens(next_ids), cos, sin, mask)
+                out.mtp_losses.append(self._shifted_loss(out, self.lm_head(hk), labels, attention_mask, doc, 1 + k))
+        if logits_to_keep:
+            out.logits = out.logits[:, -logits_to_keep:]
+        return out
+
+    @staticmethod
+    def _shifted_loss(out: ModelOutput, logits, labels, attention_mask, doc, shift: int):
+        """Cross-entropy of logits[:, t] against labels[:, t + shift], valid targets only."""
+        T = labels.shape[1]
+        if shift >= T:
+            zero = logits.sum() * 0.0
+            out.loss_sums.append(zero)
+            out.num_targets.append(0)
+            out.num_correct.append(0)
+            return zero
+        tgt = labels[:, shift:]
+        valid = tgt != IGNORE_INDEX
+        if attention_mask is not None:
+            am = attention_mask.bool()
+            valid = valid & am[:, shift:] & am[:, :-shift]
+        if doc is not None:
+            valid = valid & (doc[:, shift:] == doc[:, :-shift])
+        lg = logits[:, : T - shift]
+        flat_valid = valid.reshape(-1)
+        sel = lg.reshape(-1, lg.shape[-1])[flat_valid].float()
+        tsel = tgt.reshape(-1)[flat_valid]
+        s = F.cross_entropy(sel, tsel, reduction="sum")
+        n = int(flat_valid.sum())
+        with torch.no_grad():
+            correct = int((sel.argmax(-1) == tsel).sum()) if n else 0
+        out.loss_sums.append(s)
+        out.num_targets.append(n)
+        out.num_correct.append(correct)
+        return s / max(n, 1)
+
+    def mtp_forward(self, depth: int, prev_hidden, next_ids, position_ids, kv_cache=None, mask=None):
+        """One MTP depth (1-based) for drafting: returns (hidden for depth+1, logits)."""
+        layer = self.model.mtp_layers[depth - 1]
+        cos, sin = self._rope(position_ids, prev_hidden.dtype)
+        nxt, h = layer(prev_hidden, self.model.embed_tokens(next_ids), cos, sin, mask, kv_cache)
+        return nxt, self.lm_head(h)
+
+
+def build_model(cfg: MiMoConfig, device="cpu", dtype: torch.dtype | None = None, seed: int | None = 0,
+                init: bool = True) -> MiMoForCausalLM:
+    """Build on the meta device, materialise on ``device`` in ``dtype``, then initialise once."""
+    dtype = dtype or getattr(torch, cfg.torch_dtype)
+    with torch.device("meta"):
+        model = MiMoForCausalLM(cfg)
+    model = model.to(dtype=dtype).to_empty(device=device)
+    model.tie_weights()
+    if init:
+        model.init_weights(seed)
+    return model
