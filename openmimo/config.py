@@ -114,7 +114,11 @@ def validate(cfg: Any, src: str = "<config>", prefix: str = "") -> None:
             raise
         except ValueError as e:
             msg = str(e)
-            raise ConfigError(f"{src}: {prefix}{msg}" if prefix or not msg.startswith("key") else f"{src}: {msg}") from None
+            if msg.startswith("key '"):
+                msg = "key '" + prefix + msg[len("key '"):]
+            elif prefix:
+                msg = f"{prefix.rstrip('.')}: {msg}"
+            raise ConfigError(f"{src}: {msg}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -90,6 +90,21 @@ def build_attention_mask(attention_mask: torch.Tensor | None, position_ids: torc
     return mask[:, None]
 
 
+def target_mask(labels: torch.Tensor, attention_mask: torch.Tensor | None, doc: torch.Tensor | None,
+                shift: int) -> torch.Tensor:
+    """(B, T - shift) bool: is labels[:, t + shift] a valid target for position t?
+
+    Invalid: IGNORE_INDEX, padding at either end, or a target in another document.
+    """
+    valid = labels[:, shift:] != IGNORE_INDEX
+    if attention_mask is not None:
+        am = attention_mask.bool()
+        valid = valid & am[:, shift:] & am[:, :-shift]
+    if doc is not None:
+        valid = valid & (doc[:, shift:] == doc[:, :-shift])
+    return valid
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: MiMoConfig, layer_idx: int):
         super().__init__()
@@ -271,12 +286,7 @@ class MiMoForCausalLM(nn.Module):
             out.num_correct.append(0)
             return zero
         tgt = labels[:, shift:]
-        valid = tgt != IGNORE_INDEX
-        if attention_mask is not None:
-            am = attention_mask.bool()
-            valid = valid & am[:, shift:] & am[:, :-shift]
-        if doc is not None:
-            valid = valid & (doc[:, shift:] == doc[:, :-shift])
+        valid = target_mask(labels, attention_mask, doc, shift)
         lg = logits[:, : T - shift]
         flat_valid = valid.reshape(-1)
         sel = lg.reshape(-1, lg.shape[-1])[flat_valid].float()
