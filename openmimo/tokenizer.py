@@ -41,7 +41,7 @@ from tokenizers import Tokenizer as _HFTokenizer
 from openmimo.config import ConfigError
 
 __all__ = [
-    "Tokenizer", "train_tokenizer", "load_tokenizer", "split_reasoning", "format_assistant",
+    "Tokenizer", "train_tokenizer", "load_tokenizer", "split_reasoning", "format_assistant", "format_chat",
     "CHAT_TEMPLATE", "ENDOFTEXT", "IM_START", "IM_END", "THINK_START", "THINK_END",
 ]
 
@@ -123,6 +123,11 @@ def _render(messages: Sequence[dict], add_generation_prompt: bool) -> tuple[str,
     if add_generation_prompt:
         out.append(f"{IM_START}assistant\n")
     return "".join(out), spans
+
+
+def format_chat(messages: Sequence[dict], add_generation_prompt: bool = False) -> str:
+    """The chat-format string of ``messages`` (what :meth:`Tokenizer.apply_chat_template` returns)."""
+    return _render(messages, add_generation_prompt)[0]
 
 
 class Tokenizer:
