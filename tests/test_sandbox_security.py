@@ -1,0 +1,174 @@
+"""Hostile programs against the code judge: each gets the right verdict, nothing outside the sandbox
+changes, no process survives, and the judge keeps serving.
+
+All programs of the table run concurrently through one judge (2 sandboxes), so the whole file
+costs a few seconds.  The only network target is a listener this test opens on 127.0.0.1.
+"""
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from openmimo.rewards.isolation import IsolationUnavailable
+from openmimo.rewards.sandbox import Judge, Limits
+
+ROOT = Path(__file__).resolve().parents[1]
+OK = {"input": "", "output": "blocked\n"}  # a program prints "blocked" when its attack failed
+
+
+def _guard(body: str) -> str:
+    """Wrap an attack: print 'blocked' if it raises, 'escaped' if it completes."""
+    lines = "\n".join("    " + ln for ln in body.strip().splitlines())
+    return f"try:\n{lines}\n    print('escaped')\nexcept BaseException as e:\n    print('blocked')\n"
+
+
+def hostile_programs(canary: Path, port: int, marker: str) -> list[tuple[str, str, set, dict]]:
+    """(name, code, accepted verdicts, test)"""
+    M = marker
+    cases = [
+        ("fork_bomb", "import os\nwhile True:\n    os.fork()\n", {"runtime_error", "time_limit"}, OK),
+        ("fork_bomb_caught", "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+         {"time_limit", "runtime_error"}, OK),
+        ("memory_bomb_bytearray", "x = bytearray(10**10)\n", {"memory_limit"}, OK),
+        ("memory_bomb_list", "l = []\nwhile True:\n    l.append(' ' * 10**7)\n", {"memory_limit"}, OK),
+        ("mmap_bomb", "import mmap\nm = mmap.mmap(-1, 10**11)\n", {"memory_limit", "runtime_error"}, OK),
+        ("infinite_loop", "while True:\n    pass\n", {"time_limit"}, OK),
+        ("spinning_threads", "import threading\ndef f():\n    while True: pass\nfor _ in range(4):\n"
+         "    threading.Thread(target=f).start()\n", {"time_limit"}, OK),
+        ("sleep_forever", "import time\ntime.sleep(10**6)\n", {"time_limit"}, OK),
+        ("block_on_stdin_pipe", "import os\nr, w = os.pipe()\nos.read(r, 1)\n", {"time_limit"}, OK),
+        ("ignore_sigxcpu", "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True:\n    pass\n",
+         {"time_limit"}, OK),
+        ("write_outside", _guard(f"open('/usr/{M}', 'w').write('x')"), {"passed"}, OK),
+        ("write_tmp_root", _guard(f"open('/tmp/{M}', 'w').write('x')"), {"passed"}, OK),
+        ("write_host_canary", _guard(f"open({str(canary)!r}, 'w').write('pwned')"), {"passed"}, OK),
+        ("delete_host_canary", _guard(f"import os\nos.remove({str(canary)!r})"), {"passed"}, OK),
+        ("delete_system", _guard("import shutil\nshutil.rmtree('/usr/lib')"), {"passed"}, OK),
+        ("read_project", _guard(f"print(open({str(ROOT / 'pyproject.toml')!r}).read())"), {"passed"}, OK),
+        ("list_project", _guard("import os\nassert os.listdir('/work')"), {"passed"}, OK),
+        ("read_root_home", _guard("import os\nassert os.listdir('/root')"), {"passed"}, OK),
+        ("read_shadow", _guard("open('/etc/shadow').read()"), {"passed"}, OK),
+        ("socket_to_listener", _guard(f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+                                      "s.sendall(b'pwned')"), {"passed"}, OK),
+        ("daemon_outlives", "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+         f"        time.sleep(30)\n        open({str(canary)!r}, 'w').write('late')\n    os._exit(0)\n"
+         "print('blocked')\n", {"passed"}, OK),
+        ("gigabyte_output", "import sys\nwhile True:\n    sys.stdout.write('x' * 10**6)\n", {"output_limit"}, OK),
+        ("gigabyte_file", "f = open('big', 'w')\nwhile True:\n    f.write('x' * 10**6)\n", {"output_limit", "runtime_error"}, OK),
+        ("kill_parent", _guard("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"), {"passed"}, OK),
+        ("kill_init", _guard("import os, signal\nos.kill(1, signal.SIGKILL)"), {"passed"}, OK),
+        ("kill_everything", "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\n"
+         "print('blocked')\n", {"passed"}, OK),
+        ("raise_cpu_rlimit", _guard("import resource\nresource.setrlimit(resource.RLIMIT_CPU, (10**6, 10**6))"),
+         {"passed"}, OK),
+        ("raise_as_rlimit", _guard("import resource\nr = resource.RLIMIT_AS\n"
+                                   "resource.setrlimit(r, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))"), {"passed"}, OK),
+        ("ptrace_parent", _guard("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                                 "assert libc.ptrace(16, os.getppid(), 0, 0) == 0"), {"passed"}, OK),
+        ("ctypes_mount", _guard("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                                "assert libc.mount(b'tmpfs', b'/usr', b'tmpfs', 0, None) == 0"), {"passed"}, OK),
+        ("ctypes_setuid0", _guard("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nassert libc.setuid(0) == 0"),
+         {"passed"}, OK),
+        ("ctypes_reboot", _guard("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                                 "assert libc.syscall(169, 0xfee1dead, 672274793, 0x4321fedc, 0) == 0"), {"passed"}, OK),
+        ("chroot_escape", _guard("import os\nos.chroot('/tmp')"), {"passed"}, OK),
+        ("proc_parent_mem", _guard("import os\nopen(f'/proc/{os.getppid()}/mem', 'rb').read(1)"), {"passed"}, OK),
+        ("os_system", f"import os\nrc = os.system('touch /tmp/{M}; ls /work /root >/dev/null 2>&1')\n"
+         "print('blocked' if rc != 0 else 'escaped')\n", {"passed"}, OK),
+        ("subprocess_cat", "import subprocess\n"
+         f"r = subprocess.run(['cat', {str(ROOT / 'pyproject.toml')!r}], capture_output=True)\n"
+         "print('blocked' if r.returncode != 0 else 'escaped')\n", {"passed"}, OK),
+        ("segfault", "import ctypes\nctypes.string_at(0)\n", {"runtime_error"}, OK),
+        ("deep_recursion", "import sys\nsys.setrecursionlimit(10**7)\ndef f(n): return f(n + 1)\nf(0)\n",
+         {"runtime_error", "memory_limit", "time_limit"}, OK),
+        ("thread_bomb", "import threading, time\nfor _ in range(10000):\n"
+         "    threading.Thread(target=time.sleep, args=(100,)).start()\n", {"runtime_error", "memory_limit"}, OK),
+        ("many_files", "fs = [open(f'f{i}', 'w') for i in range(100000)]\n", {"runtime_error"}, OK),
+        ("env_secrets", "import os\nprint('blocked' if not os.environ else 'escaped')\n", {"passed"}, OK),
+    ]
+    return cases
+
+
+def _judge_procs() -> list[int]:
+    """Host pids of processes owned by the judge's per-worker uids (60000+)."""
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                uid = os.stat(f"/proc/{p}").st_uid
+            except FileNotFoundError:
+                continue
+            if 60000 <= uid < 60100:
+                out.append(int(p))
+    return out
+
+
+@pytest.fixture(scope="module", params=["bwrap", "unshare"])
+def judge(request):
+    try:
+        j = Judge(workers=2, backend=request.param, limits=Limits(time_s=1.0, memory_mb=256, output_bytes=1 << 20, wall_factor=2.0,
+                                           wall_extra_s=0.5))
+    except IsolationUnavailable as e:
+        pytest.skip(f"no sandbox on this machine: {e}")
+    yield j
+    j.close()
+
+
+def test_hostile_programs(judge, tmp_path):
+    canary = tmp_path / "canary.txt"
+    canary.write_text("intact")
+    marker = f"openmimo-pwned-{os.getpid()}"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    connections = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                c, _ = listener.accept()
+                connections.append(c.recv(100))
+            except OSError:
+                pass
+
+    th = threading.Thread(target=accept, daemon=True)
+    th.start()
+    cases = hostile_programs(canary, port, marker)
+    assert len(cases) >= 30
+    futs = [judge.submit(code, [test]) for _, code, _, test in cases]
+    results = [f.result(timeout=120) for f in futs]
+    stop.set()
+    th.join()
+    listener.close()
+    wrong = [(name, r[0].status, r[0].detail) for (name, _, ok, _), r in zip(cases, results) if r[0].status not in ok]
+    assert not wrong, wrong
+    # nothing outside changed
+    assert canary.read_text() == "intact"
+    assert connections == []
+    for d in ("/usr", "/tmp", str(ROOT)):
+        assert not (Path(d) / marker).exists()
+    # no process survives (the daemon included), within a moment
+    deadline = time.time() + 5
+    while _judge_procs() and time.time() < deadline:
+        time.sleep(0.1)
+    assert _judge_procs() == []
+    # the judge keeps serving
+    v = judge.run("print(int(input()) * 2)", [{"input": "21\n", "output": "42\n"}])
+    assert v[0].status == "passed"
+    time.sleep(0.5)
+    assert canary.read_text() == "intact"
+
+
+def test_time_limit_is_cpu_time_not_wall(judge):
+    # a program that uses little CPU but runs a while (under the backstop) is not a time-out
+    code = "import time\ntime.sleep(0.6)\nprint('ok')\n"
+    v = judge.run(code, [{"input": "", "output": "ok\n"}])
+    assert v[0].status == "passed", v
+    assert v[0].time < 0.5 and v[0].wall >= 0.6
