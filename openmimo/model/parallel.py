@@ -1,0 +1,84 @@
+"""Parallelism applied to a built model, outside it: activation checkpointing, compile, FSDP2 — in that order.
+
+The model keeps float32 master weights; compute runs under autocast (bf16 on GPU), and under
+FSDP2 parameters are gathered in bf16 with float32 gradient reduction.  All ranks build and
+initialise the full model from the same seed before sharding, so a sharded run starts from
+exactly the single-process weights (simple and exact; a 7B model fits one GPU in bf16 for this
+moment — a meta-device sharded init is the next step for larger models).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from openmimo.model.mimo import MiMoForCausalLM, build_model
+
+
+def _blocks(model: MiMoForCausalLM) -> list[nn.Module]:
+    return list(model.model.layers) + list(model.model.mtp_layers)
+
+
+def apply_activation_checkpointing(model: MiMoForCausalLM) -> None:
+    """Recompute each block's activations in backward (names and state dicts are unchanged)."""
+    for block in _blocks(model):
+        inner = block.forward
+
+        def fwd(*args, _inner=inner, **kwargs):
+            return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
+
+        block.forward = fwd
+
+
+def apply_compile(model: MiMoForCausalLM) -> None:
+    """Compile each block in place (``nn.Module.compile`` keeps parameter names)."""
+    for block in _blocks(model):
+        block.compile()
+
+
+def apply_fsdp(model: MiMoForCausalLM, rt) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(rt.device.type, (rt.world_size,))
+    mp = None
+    if rt.device.type == "cuda" and rt.dtype != torch.float32:
+        mp = MixedPrecisionPolicy(param_dtype=rt.dtype, reduce_dtype=torch.float32)
+    kw = {"mesh": mesh}
+    if mp is not None:
+        kw["mp_policy"] = mp
+    for block in _blocks(model):
+        fully_shard(block, **kw)
+    fully_shard(model, **kw)
+
+
+def build_parallel_model(cfg, rt, seed: int = 0, compile: bool = False,
+                         activation_checkpointing: bool = False) -> MiMoForCausalLM:
+    model = build_model(cfg, device="cpu" if rt.distributed else rt.device, dtype=torch.float32, seed=seed)
+    if activation_checkpointing:
+        apply_activation_checkpointing(model)
+    if compile:
+        apply_compile(model)
+    if rt.distributed:
+        apply_fsdp(model, rt)
+    return model
+
+
+def full_state_dict(model: nn.Module) -> dict:
+    """The unsharded state dict on CPU (collective under FSDP2)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def export_hf(model: nn.Module, path, tokenizer, cfg, rt) -> None:
+    """Write the model in the Hugging Face layout in ``cfg.model.torch_dtype`` (rank 0 writes)."""
+    sd = full_state_dict(model)
+    if rt.is_main:
+        dtype = getattr(torch, cfg.model.torch_dtype)
+        out = build_model(cfg.model, device="cpu", dtype=dtype, init=False)
+        out.load_state_dict({k: v.to(dtype) for k, v in sd.items()})
+        out.save_pretrained(path, tokenizer=tokenizer)
+    if rt.distributed:
+        torch.distributed.barrier()

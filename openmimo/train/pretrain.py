@@ -1,0 +1,179 @@
+"""`openmimo pretrain CONFIG`: pre-training with the LM + MTP objective and the three-stage schedule.
+
+Per optimizer step, all as functions of the tokens seen so far: the data stage (mixture weights,
+context length, RoPE theta), the batch size (warm-up), the learning rate (warm-up, constant,
+cosine decay) and the MTP loss weight (0.3, then 0.1).  The step itself is the shared
+:class:`openmimo.train.loop.Trainer`.  Checkpoints hold everything needed to continue bitwise
+(`--resume`); the final model is exported in the Hugging Face layout to ``OUT_DIR/final``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from openmimo.train.config import PretrainConfig
+from openmimo.train.schedule import batch_size_at, lr_at, mtp_weight_at, stage_at
+
+
+class PretrainObjective:
+    """Main loss + weight * mean over depths of the MTP losses, each a global token mean."""
+
+    def __init__(self, n_mtp: int, mtp_weight: float):
+        self.n_mtp, self.mtp_weight = n_mtp, mtp_weight
+
+    def denominators(self, micro_batches) -> torch.Tensor:
+        from openmimo.model.mimo import document_ids, target_mask
+
+        counts = torch.zeros(1 + self.n_mtp, dtype=torch.float64)
+        for mb in micro_batches:
+            doc = document_ids(mb["position_ids"])
+            for s in range(1 + self.n_mtp):
+                if s + 1 < mb["labels"].shape[1]:
+                    counts[s] += float(target_mask(mb["labels"], mb.get("attention_mask"), doc, s + 1).sum())
+        return counts
+
+    def __call__(self, model, mb, denoms):
+        out = model(mb["input_ids"], position_ids=mb["position_ids"], labels=mb["labels"],
+                    compute_mtp=self.n_mtp > 0)
+        loss = out.loss_sums[0] / denoms[0].clamp(min=1).item()
+        stats = {"loss_sum": out.loss_sums[0].item(), "n_main": out.num_targets[0], "correct_main": out.num_correct[0]}
+        for k in range(1, 1 + self.n_mtp):
+            loss = loss + self.mtp_weight / self.n_mtp * out.loss_sums[k] / denoms[k].clamp(min=1).item()
+            stats[f"mtp{k}_loss_sum"] = out.loss_sums[k].item()
+            stats[f"n_mtp{k}"] = out.num_targets[k]
+        return loss, stats
+
+
+def flops_per_token(model_cfg, seq_len: int) -> float:
+    """Training FLOPs per token: 6 x (non-embedding matmul params, MTP layers and head included)
+    + 12 x layers x heads x head_dim x seq_len for attention (PaLM's accounting)."""
+    n = model_cfg.num_params(include_mtp=True) - model_cfg.vocab_size * model_cfg.hidden_size
+    if model_cfg.tie_word_embeddings:
+        n += model_cfg.vocab_size * model_cfg.hidden_size  # the head matmul still runs
+    layers = model_cfg.num_hidden_layers + model_cfg.num_nextn_predict_layers
+    return 6.0 * n + 12.0 * layers * model_cfg.num_attention_heads * model_cfg.head_size * seq_len
+
+
+def main(cfg: PretrainConfig, resume: bool = False) -> dict:
+    from openmimo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from openmimo.config import dump
+    from openmimo.metrics import Metrics
+    from openmimo.model.parallel import build_parallel_model
+    from openmimo.runtime import init_runtime, run_folder, seed_everything
+    from openmimo.train.data import build_loader, prepare_data
+    from openmimo.train.evaluate import evaluate_pretrained
+    from openmimo.train.loop import Trainer, build_optimizer
+
+    rt = init_runtime(cfg.train.device, cfg.train.dtype)
+    run_dir = run_folder(cfg.train.out_dir)
+    seed_everything(cfg.train.seed)
+    tokenizer, sources, eval_data = prepare_data(cfg, run_dir, rt)
+    cfg.model.vocab_size = max(cfg.model.vocab_size, tokenizer.vocab_size) if cfg.data.tokenizer else tokenizer.vocab_size
+    cfg.model.eos_token_id, cfg.model.bos_token_id = tokenizer.eos_id, tokenizer.bos_id
+    if rt.is_main:
+        dump(cfg, run_dir / "config.yaml")
+    model = build_parallel_model(cfg.model, rt, seed=cfg.train.seed, compile=cfg.train.compile,
+                                 activation_checkpointing=cfg.train.activation_checkpointing)
+    o = cfg.optim
+    optimizer = build_optimizer(model, o.lr, o.betas, o.eps, o.weight_decay, rt.device)
+    trainer = Trainer(model, optimizer, rt, o.grad_clip)
+    loader = build_loader(cfg, sources, rt)
+    step, tokens = 0, 0
+    metrics = Metrics(run_dir, enabled=rt.is_main, desc="pretrain")
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model, optimizer)
+        step, tokens = state["step"], state["tokens"]
+        loader.load_state_dict(state["loader"])
+        metrics.truncate_after(step)
+        if rt.is_main:
+            print(f"[pretrain] resumed from {ckpt} at step {step}, {tokens} tokens")
+    elif rt.is_main and (run_dir / "metrics.jsonl").exists():
+        (run_dir / "metrics.jsonl").unlink()
+
+    stage_tokens = [s.tokens for s in cfg.stages]
+    total_tokens = sum(stage_tokens)
+    n_mtp = cfg.model.num_nextn_predict_layers
+    t_start = time.time()
+    peak = cfg.train.peak_tflops * 1e12 if cfg.train.peak_tflops else (989e12 if rt.device.type == "cuda" else 0.0)
+    last_ckpt_step = step
+
+    def checkpoint():
+        nonlocal last_ckpt_step
+        save_checkpoint(run_dir, step, model, optimizer,
+                        {"tokens": tokens, "loader": loader.state_dict()}, keep=cfg.train.keep_checkpoints)
+        last_ckpt_step = step
+
+    while True:
+        si = stage_at(tokens, stage_tokens)
+        if si is None or (cfg.train.max_steps and step >= cfg.train.max_steps):
+            break
+        if cfg.train.time_limit_s and time.time() - t_start > cfg.train.time_limit_s:
+            if rt.is_main:
+                print(f"[pretrain] time limit reached at step {step}")
+            break
+        stage = cfg.stages[si]
+        model_cfg = getattr(model, "config", cfg.model)
+        model_cfg.rope_theta = stage.rope_theta
+        bs = batch_size_at(tokens, cfg.batch.batch_size, cfg.batch.warmup_batch_size, cfg.batch.warmup_tokens,
+                           multiple=rt.world_size)
+        per_rank = max(bs // rt.world_size, 1)
+        loader.set_mixture(stage.mixture)
+        batch = loader.next_batch(bs, stage.seq_len)
+        mbs = [{k: v[i:i + cfg.batch.micro_batch_size] for k, v in batch.items()}
+               for i in range(0, per_rank, cfg.batch.micro_batch_size)]
+        lr = lr_at(tokens, o.lr, o.min_lr, o.warmup_tokens, o.constant_tokens, o.decay_tokens)
+        w = mtp_weight_at(tokens, cfg.mtp.weight, cfg.mtp.late_weight, cfg.mtp.switch_tokens)
+        stats = trainer.step(mbs, PretrainObjective(n_mtp, w), lr)
+        step += 1
+        step_tokens = per_rank * rt.world_size * stage.seq_len
+        tokens += step_tokens
+        if step % cfg.train.log_every == 0 or step == 1:
+            tps = step_tokens / stats["step_time_s"]
+            rec = {"stage": stage.name, "tokens": tokens, "lr": lr, "mtp_weight": w, "batch_size": bs,
+                   "seq_len": stage.seq_len, "rope_theta": stage.rope_theta,
+                   "loss": stats["loss_sum"] / max(stats["n_main"], 1),
+                   "acc": stats["correct_main"] / max(stats["n_main"], 1),
+                   "grad_norm": stats["grad_norm"], "tok_per_s": tps, "step_time_s": stats["step_time_s"]}
+            for k in range(1, 1 + n_mtp):
+                rec[f"mtp{k}_loss"] = stats[f"mtp{k}_loss_sum"] / max(stats[f"n_mtp{k}"], 1)
+            if peak:
+                rec["mfu"] = tps * flops_per_token(cfg.model, stage.seq_len) / (peak * rt.world_size)
+            metrics.log(rec, step=step)
+        if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0:
+            checkpoint()
+        if cfg.train.eval_every and step % cfg.train.eval_every == 0:  # every rank: FSDP forwards are collective
+            metrics.log({"eval": evaluate_pretrained(model, tokenizer, eval_data, cfg, rt)}, step=step)
+    if step != last_ckpt_step:
+        checkpoint()
+    result = {"step": step, "tokens": tokens, "train_time_s": time.time() - t_start}
+    final = run_dir / "final"
+    from openmimo.model.parallel import export_hf
+
+    export_hf(model, final, tokenizer, cfg, rt)
+    result["eval"] = evaluate_pretrained(model, tokenizer, eval_data, cfg, rt)
+    if rt.is_main:
+        metrics.log({"final_eval": result["eval"], "tokens": tokens}, step=step)
+        ev = result["eval"]
+        mtp_acc = ", ".join(f"{a:.3f}" for a in ev.get("mtp_acc", []))
+        print(f"[pretrain] {step} steps, {tokens} tokens in {result['train_time_s']:.0f}s; held-out math accuracy "
+              f"{ev['math_acc']:.3f} ({ev['math_n']} problems); next-token acc {ev['main_acc']:.3f}; "
+              f"MTP acc per depth [{mtp_acc}]; model -> {final}")
+    metrics.close()
+    return result
+
+
+def add_arguments(parser):
+    from openmimo.cli import config_args
+
+    config_args(parser, resume=True)
+
+
+def run(args):
+    from openmimo.cli import load_stage_config
+
+    main(load_stage_config(PretrainConfig, args), resume=args.resume)
