@@ -1,0 +1,171 @@
+"""`openmimo mtp-extend`: grow one trained MTP layer into K for speculative decoding (MiMo's recipe).
+
+The trained MTP layer (depth 1) is copied into depths 2..K; the main model and depth 1 are
+frozen, and only the new layers are trained, on the mean of their MTP losses.  The run reports
+the per-depth MTP accuracy on held-out text before and after, and exports the K-layer model in
+the Hugging Face layout to ``OUT_DIR/final``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from openmimo.train.config import BatchConfig, DataConfig, OptimConfig, StageConfig, TrainConfig
+
+
+def _stage():
+    return [StageConfig(name="mtp-extend", tokens=300_000, seq_len=256, rope_theta=10000.0,
+                        mixture={"web": 0.1, "math": 0.6, "code": 0.1, "reasoning": 0.2})]
+
+
+@dataclass
+class MTPExtendConfig:
+    init: str = "runs/tiny/final"  # HF-layout checkpoint with >= 1 trained MTP layer (a pre-training run's final/)
+    num_mtp_layers: int = 3  # K: MTP layers after extension
+    data: DataConfig = field(default_factory=lambda: DataConfig(world=False))  # "" sources = the init run's shards
+    stages: list[StageConfig] = field(default_factory=_stage)  # one stage: tokens, seq_len, rope_theta, mixture
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, min_lr=2e-4, warmup_tokens=10_000,
+                                                                  decay_tokens=300_000))
+    batch: BatchConfig = field(default_factory=lambda: BatchConfig(batch_size=32, micro_batch_size=32))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/mtp-extend", ckpt_every=0))
+
+    def check(self):
+        if self.num_mtp_layers < 2:
+            raise ValueError("key 'num_mtp_layers' must be >= 2 (depth 1 is the trained layer)")
+        if len(self.stages) != 1:
+            raise ValueError("key 'stages' must hold exactly one stage for mtp-extend")
+
+
+class MTPExtendObjective:
+    """Mean over the new depths (2..K) of their global-token-mean MTP losses."""
+
+    def __init__(self, n_mtp: int):
+        from openmimo.train.pretrain import PretrainObjective
+
+        self.n_mtp = n_mtp
+        self._counts = PretrainObjective(n_mtp, 0.0)
+
+    def denominators(self, micro_batches):
+        return self._counts.denominators(micro_batches)
+
+    def __call__(self, model, mb, denoms):
+        out = model(mb["input_ids"], position_ids=mb["position_ids"], labels=mb["labels"])
+        new = range(2, 1 + self.n_mtp)
+        loss = sum(out.loss_sums[k] / denoms[k].clamp(min=1).item() for k in new) / len(new)
+        stats = {"n_main": out.num_targets[0], "loss_sum": out.loss_sums[0].item(), "correct_main": out.num_correct[0]}
+        for k in range(1, 1 + self.n_mtp):
+            stats[f"mtp{k}_loss_sum"] = out.loss_sums[k].item()
+            stats[f"n_mtp{k}"] = out.num_targets[k]
+            stats[f"mtp{k}_correct"] = out.num_correct[k]
+        return loss, stats
+
+
+def extend_model(base, k: int):
+    """A copy of ``base`` with K MTP layers: depth 1 and the main model from ``base``, depths 2..K
+    initialised as copies of depth 1.  Everything but depths 2..K is frozen."""
+    from openmimo.model.mimo import build_model
+
+    cfg = type(base.config)(**{**base.config.__dict__, "num_nextn_predict_layers": k})
+    dtype = next(base.parameters()).dtype
+    model = build_model(cfg, device=next(base.parameters()).device, dtype=dtype, init=False)
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected, unexpected
+    src = base.model.mtp_layers[0].state_dict()
+    for d in range(1, k):
+        model.model.mtp_layers[d].load_state_dict(src)
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith("model.mtp_layers.") and int(name.split(".")[2]) >= 1
+    if model.config.tie_word_embeddings:
+        model.tie_weights()
+    return model
+
+
+def main(cfg: MTPExtendConfig) -> dict:
+    from openmimo.config import ConfigError, dump
+    from openmimo.metrics import Metrics
+    from openmimo.model.hf import load_model
+    from openmimo.runtime import init_runtime, run_folder, seed_everything
+    from openmimo.data.mixture_loader import MixtureLoader
+    from openmimo.tokenizer import load_tokenizer
+    from openmimo.train.data import WORLD_SOURCES, _read_jsonl
+    from openmimo.train.evaluate import mtp_accuracy
+    from openmimo.train.loop import Trainer, build_optimizer
+    from openmimo.train.schedule import lr_at
+
+    rt = init_runtime(cfg.train.device, cfg.train.dtype)
+    if rt.distributed:
+        raise ConfigError("mtp-extend runs on one process (the trained part is a few small layers)")
+    run_dir = run_folder(cfg.train.out_dir)
+    seed_everything(cfg.train.seed)
+    dump(cfg, run_dir / "config.yaml")
+    init = Path(cfg.init)
+    base = load_model(init, dtype=torch.float32, device=rt.device)
+    if base.config.num_nextn_predict_layers < 1:
+        raise ConfigError(f"key 'init': {init} has no trained MTP layer")
+    tok = load_tokenizer(cfg.data.tokenizer or init)
+    sources = dict(cfg.data.sources)
+    world = init.parent / "data"
+    if not sources:
+        sources = {s: str(world / "shards" / s) for s in WORLD_SOURCES if (world / "shards" / s).is_dir()}
+        if not sources:
+            raise ConfigError(f"key 'data.sources' is empty and {world / 'shards'} has no shards")
+    texts = []
+    for src in ("math", "web"):
+        p = world / "world" / "text" / f"{src}.val.jsonl"
+        if p.is_file():
+            texts += [r["text"] for r in _read_jsonl(p, 32)]
+    stage = cfg.stages[0]
+    base.config.rope_theta = stage.rope_theta if cfg.stages else base.config.rope_theta
+    model = extend_model(base, cfg.num_mtp_layers)
+    model.eval()
+    before = mtp_accuracy(model, tok, texts, seq_len=stage.seq_len, device=rt.device)
+    o = cfg.optim
+    opt = build_optimizer(model, o.lr, o.betas, o.eps, o.weight_decay, rt.device)
+    trainer = Trainer(model, opt, rt, o.grad_clip)
+    loader = MixtureLoader(sources, stage.mixture, seed=cfg.train.seed, rank=rt.rank, world_size=rt.world_size)
+    metrics = Metrics(run_dir, desc="mtp-extend")
+    objective = MTPExtendObjective(cfg.num_mtp_layers)
+    tokens, step, t0 = 0, 0, time.time()
+    while tokens < stage.tokens and not (cfg.train.max_steps and step >= cfg.train.max_steps):
+        batch = loader.next_batch(cfg.batch.batch_size, stage.seq_len)
+        mbs = [{k: v[i:i + cfg.batch.micro_batch_size] for k, v in batch.items()}
+               for i in range(0, cfg.batch.batch_size, cfg.batch.micro_batch_size)]
+        lr = lr_at(tokens, o.lr, o.min_lr, o.warmup_tokens, o.constant_tokens, o.decay_tokens)
+        st = trainer.step(mbs, objective, lr)
+        step += 1
+        tokens += cfg.batch.batch_size * stage.seq_len
+        if step % cfg.train.log_every == 0:
+            rec = {"tokens": tokens, "lr": lr, "grad_norm": st["grad_norm"]}
+            for k in range(1, 1 + cfg.num_mtp_layers):
+                rec[f"mtp{k}_loss"] = st[f"mtp{k}_loss_sum"] / max(st[f"n_mtp{k}"], 1)
+                rec[f"mtp{k}_acc"] = st[f"mtp{k}_correct"] / max(st[f"n_mtp{k}"], 1)
+            metrics.log(rec, step=step)
+    model.eval()
+    after = mtp_accuracy(model, tok, texts, seq_len=stage.seq_len, device=rt.device)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.save_pretrained(run_dir / "final", tokenizer=tok)
+    result = {"steps": step, "tokens": tokens, "time_s": time.time() - t0,
+              "acc_before": before, "acc_after": after}
+    metrics.log({"final": result}, step=step)
+    metrics.close()
+    fmt = lambda a: ", ".join(f"{x:.3f}" for x in a[1:])  # noqa: E731
+    print(f"[mtp-extend] {step} steps, {tokens} tokens in {result['time_s']:.0f}s; per-depth MTP accuracy "
+          f"before [{fmt(before)}] after [{fmt(after)}] (main next-token {after[0]:.3f}); -> {run_dir / 'final'}")
+    return result
+
+
+def add_arguments(parser):
+    from openmimo.cli import config_args
+
+    config_args(parser, resume=False)
+
+
+def run(args):
+    from openmimo.cli import load_stage_config
+
+    main(load_stage_config(MTPExtendConfig, args))
