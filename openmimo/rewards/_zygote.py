@@ -112,6 +112,8 @@ def _child(code_obj, test, lim, uid, workdir, res_fd):
         call = test.get("fn") is not None
         g = {"__name__": "solution" if call else "__main__", "__builtins__": __builtins__}
         exec(code_obj, g)
+        if test.get("check"):  # assert-style test (MBPP, HumanEval): runs after the program, same namespace
+            exec(compile(test["check"], "check.py", "exec"), g)
         if call:
             fn = test["fn"]
             sol = g.get("Solution")
@@ -304,6 +306,8 @@ def run_test(code_obj, test, lim, uid, tol):
         else:
             v["status"] = "wrong_answer"
             v["detail"] = ("got " + json.dumps(res.get("value", res.get("repr"))))[:200]
+    elif test.get("check"):
+        v["status"] = "passed"
     else:
         got = _read(f"{IO}/out", lim["output_bytes"]).decode("utf-8", "replace")
         if stdout_matches(got, test.get("output", ""), tol):

@@ -3,7 +3,10 @@
 
 Tests are dicts: stdin/stdout ``{"input": "1 2\\n", "output": "3\\n"}`` or call-based
 ``{"fn": "add", "args": [1, 2], "expected": 3}`` (a module-level function, or a method of a
-``Solution`` class, as on LeetCode).  Every test gets one :class:`Verdict`: ``passed``,
+``Solution`` class, as on LeetCode), or assert-style ``{"check": "assert add(1, 2) == 3"}`` (MBPP,
+HumanEval: the check code runs after the program in its namespace, so -- unlike the two other
+kinds -- a hostile program can see and subvert it, e.g. with an object whose ``__eq__`` is always
+true; prefer stdin or call tests for RL rewards).  Every test gets one :class:`Verdict`: ``passed``,
 ``wrong_answer``, ``runtime_error``, ``time_limit``, ``memory_limit``, ``output_limit`` (or
 ``skipped`` after the first failure when ``stop_early`` is set), with CPU time and peak memory.
 
@@ -80,10 +83,12 @@ def _normalise_tests(tests) -> list[dict]:
             if not isinstance(args, list):
                 raise ValueError(f"test {i}: 'args' must be a JSON list")
             out.append({"fn": str(t["fn"]), "args": args, "expected": t.get("expected")})
+        elif t.get("check"):
+            out.append({"input": str(t.get("input", "")), "check": str(t["check"])})
         elif "input" in t or "output" in t:
             out.append({"input": str(t.get("input", "")), "output": str(t.get("output", ""))})
         else:
-            raise ValueError(f"test {i} needs 'input'/'output' (stdin) or 'fn'/'args'/'expected' (call)")
+            raise ValueError(f"test {i} needs 'input'/'output' (stdin), 'fn'/'args'/'expected' (call) or 'check' (assert code)")
     return out
 
 

@@ -1,0 +1,174 @@
+"""The code judge: verdicts, comparisons, call-based tests, cache, async batch, CLI, isolation refusal."""
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from openmimo.rewards import isolation
+from openmimo.rewards._zygote import stdout_matches, value_matches
+from openmimo.rewards.isolation import IsolationUnavailable, resolve_backend
+from openmimo.rewards.sandbox import Judge, Limits
+
+BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
+CLI = [sys.executable, "-c", "import sys; from openmimo.cli import main; sys.exit(main(sys.argv[1:]))"]
+ADD = "a, b = map(int, input().split())\nprint(a + b)\n"
+
+
+@pytest.fixture(scope="module")
+def judge():
+    try:
+        j = Judge(workers=2, limits=Limits(time_s=1.0, memory_mb=256, wall_factor=2.0, wall_extra_s=0.5))
+    except IsolationUnavailable as e:
+        pytest.skip(f"no sandbox on this machine: {e}")
+    yield j
+    j.close()
+
+
+@pytest.mark.parametrize("got, expected, tol, ok", [
+    ("3\n", "3", None, True),
+    ("3   \n\n\n", "3\n", None, True),  # trailing whitespace and blank lines
+    ("1 2\r\n3\n", "1 2\n3\n", None, True),
+    ("3\n", "4\n", None, False),
+    ("3\n4\n", "3\n", None, False),
+    (" 3\n", "3\n", None, False),  # leading whitespace counts
+    ("0.3333333\n", "0.3333334\n", 1e-6, True),
+    ("0.33\n", "0.34\n", 1e-6, False),
+    ("abc 1.0\n", "abc 1\n", 1e-9, True),
+    ("abc 1.0\n", "abc 1\n", None, False),
+])
+def test_stdout_comparison_table(got, expected, tol, ok):
+    assert stdout_matches(got, expected, tol) is ok
+
+
+@pytest.mark.parametrize("got, expected, tol, ok", [
+    ([1, 2], [1, 2], None, True),
+    ([1, [2, 3]], [1, [2, 3]], None, True),
+    (1.0, 1, None, True),
+    (0.1 + 0.2, 0.3, None, False),
+    (0.1 + 0.2, 0.3, 1e-9, True),
+    (True, 1, None, False),  # a bool is not an int answer
+    ({"a": 1}, {"a": 1}, None, True),
+    ("x", "y", None, False),
+])
+def test_value_comparison_table(got, expected, tol, ok):
+    assert value_matches(got, expected, tol) is ok
+
+
+def test_stdin_verdicts(judge):
+    tests = [{"input": "1 2\n", "output": "3\n"}, {"input": "2 2\n", "output": "5\n"}, {"input": "x\n", "output": "1\n"}]
+    v = judge.run(ADD, tests)
+    assert [x.status for x in v] == ["passed", "wrong_answer", "runtime_error"]
+    assert "ValueError" in v[2].detail
+    assert all(x.time >= 0 and x.memory_kb > 0 for x in v)
+
+
+def test_call_based_function_and_solution_method(judge):
+    fn = "def add(a, b):\n    return a + b\n"
+    sol = "class Solution:\n    def twoSum(self, nums, target):\n        seen = {}\n        for i, x in enumerate(nums):\n" \
+          "            if target - x in seen:\n                return [seen[target - x], i]\n            seen[x] = i\n"
+    v = judge.run(fn, [{"fn": "add", "args": [1, 2], "expected": 3}, {"fn": "add", "args": [1, 2], "expected": 4},
+                       {"fn": "missing", "args": [], "expected": 0}])
+    assert [x.status for x in v] == ["passed", "wrong_answer", "runtime_error"]
+    v = judge.run(sol, [{"fn": "twoSum", "args": [[2, 7, 11, 15], 9], "expected": [0, 1]}])
+    assert v[0].status == "passed"
+
+
+def test_assert_tests_and_syntax_error(judge):
+    code = "def sq(x):\n    return x * x\n"
+    v = judge.run(code, [{"check": "assert sq(3) == 9"}, {"check": "assert sq(3) == 10"}])
+    assert [x.status for x in v] == ["passed", "runtime_error"]
+    v = judge.run("def f(:\n", [{"input": "", "output": ""}] * 2)
+    assert [x.status for x in v] == ["runtime_error"] * 2 and "SyntaxError" in v[0].detail
+
+
+def test_limits_verdicts(judge):
+    v = judge.run("while True: pass", [{"input": "", "output": ""}])
+    assert v[0].status == "time_limit" and v[0].time >= 1.0
+    v = judge.run("x = ' ' * (400 << 20)", [{"input": "", "output": ""}])
+    assert v[0].status == "memory_limit"
+    small = Limits(time_s=1.0, memory_mb=256, output_bytes=1000)
+    v = judge.run("print('x' * 5000)", [{"input": "", "output": ""}], limits=small)
+    assert v[0].status == "output_limit"
+
+
+def test_stop_early_and_numeric_tolerance(judge):
+    tests = [{"input": "1 1\n", "output": "2\n"}, {"input": "1 1\n", "output": "3\n"}, {"input": "1 1\n", "output": "2\n"}]
+    assert [x.status for x in judge.run(ADD, tests, stop_early=True)] == ["passed", "wrong_answer", "skipped"]
+    assert [x.status for x in judge.run(ADD, tests)] == ["passed", "wrong_answer", "passed"]
+    v = judge.run("print(1 / 3)", [{"input": "", "output": "0.333333\n"}], tol=1e-5)
+    assert v[0].status == "passed"
+
+
+def test_tests_are_isolated_from_each_other(judge):
+    # state written by one test (a file in its directory, a module global) is not seen by the next
+    code = "import os\nprint(os.path.exists('state'))\nopen('state', 'w').write('1')\n"
+    v = judge.run(code, [{"input": "", "output": "False\n"}] * 6)
+    assert all(x.status == "passed" for x in v)
+
+
+def test_cache_hits_return_equal_verdicts(judge):
+    tests = [{"input": f"{i} 1\n", "output": f"{i + 1}\n"} for i in range(5)]
+    a = judge.run(ADD + "# cache\n", tests)
+    n = len(judge.cache)
+    b = judge.run(ADD + "# cache\n", tests)
+    assert a == b and len(judge.cache) == n
+
+
+def test_many_tests_parallel_and_async_batch(judge):
+    tests = [{"input": f"{i} {i}\n", "output": f"{2 * i}\n"} for i in range(120)]
+    assert all(x.passed for x in judge.run(ADD, tests))
+
+    async def go():
+        return await judge.arun_many([(ADD, tests[:3]), ("print(0)", tests[:2]), (ADD + "\n", tests[3:5])])
+
+    res = asyncio.run(go())
+    assert [[x.status for x in r] for r in res] == [["passed"] * 3, ["passed", "wrong_answer"], ["passed"] * 2]
+
+
+def test_livecodebench_placeholders_score_zero(judge):
+    path = BENCH / "code" / "lcb_v1_samples_decoded.jsonl"
+    if not path.exists():
+        pytest.skip(f"benchmarks not found at {path}")
+    from openmimo.rewards.adapters import tests_from_record
+    from openmimo.rewards.code import code_reward
+
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        prompt = rec["prompt"]
+        placeholder = prompt[prompt.rfind("```python") + len("```python"):prompt.rfind("```")]
+        tests = tests_from_record(rec)
+        v = judge.run(placeholder, tests)
+        assert not any(x.passed for x in v), rec["task_id"]
+        assert code_reward(v, scheme="soft") == 0.0
+
+
+def test_refuses_without_isolation(monkeypatch):
+    monkeypatch.setattr(isolation, "probe", lambda backend, python: f"{backend} is not installed")
+    with pytest.raises(IsolationUnavailable, match="allow_unsafe"):
+        resolve_backend("auto", sys.executable, allow_unsafe=False)
+    with pytest.raises(IsolationUnavailable):
+        resolve_backend("none", sys.executable, allow_unsafe=False)
+    assert resolve_backend("auto", sys.executable, allow_unsafe=True) == "none"
+
+
+def test_unsafe_mode_runs_when_asked():
+    with Judge(workers=1, backend="none", allow_unsafe=True) as j:
+        assert j.run(ADD, [{"input": "1 2", "output": "3"}])[0].status == "passed"
+
+
+def test_cli_judge(tmp_path, judge):
+    code = tmp_path / "add.py"
+    code.write_text(ADD)
+    tests = tmp_path / "tests.json"
+    tests.write_text(json.dumps([{"input": "1 2\n", "output": "3\n"}, {"input": "1 2\n", "output": "4\n"}]))
+    r = subprocess.run(CLI + ["judge", "--code", str(code), "--tests", str(tests),
+                        "--json", "--workers", "1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert [v["status"] for v in json.loads(r.stdout)] == ["passed", "wrong_answer"]
+    r = subprocess.run(CLI + ["judge", "--code", str(tmp_path / "nope.py"),
+                        "--tests", str(tests)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "file not found" in r.stderr
