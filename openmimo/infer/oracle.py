@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from openmimo.infer.sampling import process_logits, sample
+from openmimo.infer.sampling import gumbel_sample, process_logits, sample
 
 
 @torch.no_grad()
 def generate_oracle(model, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
                     top_p: float = 1.0, top_k: int = 0, stop_ids: tuple[int, ...] = (),
-                    generator: torch.Generator | None = None) -> tuple[list[int], list[float]]:
+                    generator: torch.Generator | None = None, seed: int | None = None
+                    ) -> tuple[list[int], list[float]]:
     """Generate for one prompt, recomputing the whole sequence every step.
+
+    With ``seed``, tokens are drawn with the engine's counter-based sampler
+    (``gumbel_sample(logprobs, seed, position)``), so a seeded engine request must give the same
+    tokens; otherwise with ``torch.multinomial`` and ``generator``.
 
     Returns (new token ids, log-probs of those tokens under the *unfiltered* model distribution
     at temperature 1 — what an RL importance ratio needs).
@@ -25,7 +30,12 @@ def generate_oracle(model, prompt_ids: list[int], max_new_tokens: int, temperatu
     for _ in range(max_new_tokens):
         logits = model(torch.tensor([ids], device=device), logits_to_keep=1).logits[:, -1]
         lp = process_logits(logits, t, p, k)
-        tok = int(lp.argmax(-1)) if temperature <= 0 else int(sample(lp, generator))
+        if temperature <= 0:
+            tok = int(lp.argmax(-1))
+        elif seed is not None:
+            tok = int(gumbel_sample(lp, torch.tensor([seed], device=device), torch.tensor([len(ids)], device=device)))
+        else:
+            tok = int(sample(lp, generator))
         logps.append(float(torch.log_softmax(logits.float(), -1)[0, tok]))
         out.append(tok)
         ids.append(tok)

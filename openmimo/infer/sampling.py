@@ -35,3 +35,49 @@ def sample(logprobs: torch.Tensor, generator: torch.Generator | None = None) -> 
     """Draw one token per row from log-probabilities (B, V) -> (B,)."""
     probs = logprobs.exp()
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+# -- counter-based sampling ----------------------------------------------------------------------
+# Random numbers are a hash of (seed, position, stream, vocabulary index), not a generator's state.
+# A request's samples therefore depend only on its seed and its tokens, never on which other
+# requests share the batch, the step they ran in, or the device; and the whole draw is a few
+# element-wise integer ops (no host sync, capturable in a CUDA graph).  Streams keep the draws of
+# different roles (plain sampling, MTP drafts, accept tests, residual draws) independent.
+STREAM_SAMPLE, STREAM_DRAFT, STREAM_ACCEPT, STREAM_RESIDUAL = 0, 1, 2, 3
+_M32 = 0xFFFFFFFF
+
+
+def _fmix32(x: torch.Tensor) -> torch.Tensor:
+    """MurmurHash3's 32-bit finaliser on int64 tensors holding 32-bit values (wrap-around is harmless)."""
+    x = x & _M32
+    x = x ^ (x >> 16)
+    x = (x * 0x85EBCA6B) & _M32
+    x = x ^ (x >> 13)
+    x = (x * 0xC2B2AE35) & _M32
+    return x ^ (x >> 16)
+
+
+def uniform_noise(seed: torch.Tensor, position: torch.Tensor, stream: int, width: int | None = None) -> torch.Tensor:
+    """Uniforms in (0, 1) from a hash of (seed, position, stream[, column]).
+
+    seed, position: broadcastable integer tensors (e.g. (B,) and (B, T)); with ``width`` a last
+    axis of that many columns is added.  23 bits of resolution, so the float32 value is exact and never 0 or 1.
+    """
+    h = _fmix32(seed.long() * 0x9E3779B1 + stream * 0x632BE5AB)
+    h = _fmix32(h ^ _fmix32(position.long() + 0x7F4A7C15))
+    if width is not None:
+        cols = torch.arange(width, device=h.device, dtype=torch.long)
+        h = _fmix32(h[..., None] ^ _fmix32(cols * 0x27D4EB2F + 0x165667B1))
+    return ((h >> 9).float() + 0.5) * (1.0 / (1 << 23))
+
+
+def gumbel_sample(logprobs: torch.Tensor, seed: torch.Tensor, position: torch.Tensor,
+                  stream: int = STREAM_SAMPLE) -> torch.Tensor:
+    """One token per row of ``logprobs`` (..., V), exactly distributed as softmax(logprobs) (Gumbel-max).
+
+    seed/position: broadcastable to logprobs.shape[:-1].  Rows with a single finite entry (greedy)
+    return it.  ``logprobs`` must be finite on at least one entry per row.
+    """
+    u = uniform_noise(seed, position, stream, logprobs.shape[-1])
+    g = -torch.log(-torch.log(u))
+    return torch.argmax(logprobs.float() + g, dim=-1)

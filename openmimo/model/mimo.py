@@ -105,6 +105,23 @@ def target_mask(labels: torch.Tensor, attention_mask: torch.Tensor | None, doc: 
     return valid
 
 
+def _folded_gqa_attention(q, k, v, mask):
+    """GQA attention without repeating K/V: the G query heads of a KV group become G x T query rows.
+
+    q: (B, H, T, D); k, v: (B, n_kv, S, D); mask: bool, broadcastable to (B, 1, T, S) (required).
+    Used by inference caches that set ``fold_gqa`` (decode steps): every SDPA backend that takes
+    a mask then reads each cached key once, instead of SDPA's ``enable_gqa`` fallbacks that may
+    copy the cache G times.  Same result as ``enable_gqa=True``.
+    """
+    B, H, T, D = q.shape
+    n_kv, S = k.shape[1], k.shape[2]
+    G = H // n_kv
+    qf = q.reshape(B, n_kv, G * T, D)
+    m = mask.expand(B, 1, T, S)[:, :, None].expand(B, 1, G, T, S).reshape(B, 1, G * T, S)
+    y = F.scaled_dot_product_attention(qf, k, v, attn_mask=m)
+    return y.reshape(B, H, T, D)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: MiMoConfig, layer_idx: int):
         super().__init__()
@@ -127,6 +144,8 @@ class Attention(nn.Module):
             # (set by the engine for this step) replaces the training mask.
             k, v = kv_cache.update(self.layer_idx, k, v)
             mask = kv_cache.attn_mask
+            if getattr(kv_cache, "fold_gqa", False) and self.n_heads != self.n_kv:
+                return self.o_proj(_folded_gqa_attention(q, k, v, mask).transpose(1, 2).reshape(B, T, -1))
         gqa = self.n_heads != self.n_kv
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
                                            enable_gqa=gqa)

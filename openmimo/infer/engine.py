@@ -1,0 +1,433 @@
+"""The generation engine: a static KV cache, continuous batching, optional MTP speculative decoding.
+
+Usage (the rollout engine, ``openmimo generate`` and the server all drive it this way)::
+
+    engine = Engine(model, max_slots=32, max_len=4096, spec_k=1)
+    rid = engine.add_request(prompt_ids, SamplingParams(max_new_tokens=256, temperature=1.0, n=4))
+    while engine.has_unfinished():
+        for out in engine.step():          # StepOutput: new tokens of one sample, finish reason
+            ...
+    engine.abort(rid)                        # at any time; the slots are freed at once
+
+How it works.  The cache has ``max_slots`` slots of ``capacity`` positions (sized from a memory budget
+when asked).  ``step()`` admits waiting requests into free slots — each prompt is prefilled once
+and its KV copied to the slots of its n samples — then runs one decode step over *all* slots at fixed
+shapes (inactive slots compute garbage that is ignored), so on GPU the step is one compiled
+CUDA graph per (attention-length bucket, filter mode).  A sequence that finishes frees its slot in the
+same step.  With ``spec_k = k > 0`` a decode step drafts k tokens with the MTP layers, verifies them
+in one main-model forward and emits 1 to k+1 tokens per sequence (see ``speculative.py``).
+
+Log-probs.  Each emitted token comes with ``logprobs``: its log-probability under the model's
+unmodified distribution (temperature 1, no top-k/top-p) — the same number the training model gives
+(``log_softmax(model(ids).logits)``), as the RL importance ratio needs — and ``sampling_logprobs``:
+under the processed distribution it was actually sampled from (temperature, top-k, top-p; 0 for
+greedy picks).
+
+Randomness.  Sampling uses counter-based noise keyed by (seed, position); a request's output
+depends only on its seed, never on the batch it shares (see ``sampling.py``).  Sample i of a request
+with seed s uses :func:`sample_seed` (s, i); sample 0 uses s itself.
+
+Simplifications: prompts are prefilled one request at a time (no batched or chunked prefill, no
+prefix cache); attention in a decode step covers the bucketed longest active sequence for every slot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+
+from openmimo.infer.kv_cache import CacheView, KVCache, slots_for_budget
+from openmimo.infer.sampling import STREAM_DRAFT, STREAM_SAMPLE, gumbel_sample, process_logits
+from openmimo.infer.speculative import SpecStats, accept_drafts
+from openmimo.model.mimo import rope_cos_sin
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 256  # tokens generated at most (finish_reason "length")
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0  # nucleus filter; 1 = off
+    top_k: int = 0  # keep the k most likely tokens; 0 = off
+    stop_ids: tuple = ()  # generation ends after emitting one of these (finish_reason "stop"); the stop token is kept
+    seed: int | None = None  # None = a random seed
+    n: int = 1  # samples of this prompt (one shared prefill)
+
+    def check(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+
+
+@dataclass
+class StepOutput:
+    """What one sample of one request produced in one ``step()``."""
+
+    request_id: str
+    index: int  # sample index in 0..n-1
+    token_ids: list  # new tokens (may be empty, e.g. on abort)
+    logprobs: list  # temperature-1, unfiltered log-probs of those tokens
+    sampling_logprobs: list  # log-probs under the processed sampling distribution
+    finish_reason: str | None = None  # "stop" | "length" | "abort" | None (still running)
+    prompt_len: int = 0
+
+
+@dataclass
+class Completion:
+    """A finished sample (what :meth:`Engine.generate` returns)."""
+
+    request_id: str
+    index: int
+    prompt_ids: list
+    token_ids: list = field(default_factory=list)
+    logprobs: list = field(default_factory=list)
+    sampling_logprobs: list = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of sample ``index`` of a request seeded with ``seed``."""
+    return seed if index == 0 else (seed + index * 0x9E3779B1) & 0x7FFFFFFF
+
+
+@dataclass
+class _Request:
+    request_id: str
+    prompt_ids: list
+    params: SamplingParams
+    seed: int
+
+
+@dataclass
+class _Seq:
+    req: _Request
+    index: int
+    slot: int
+    max_new: int
+    tokens: list = field(default_factory=list)
+
+
+class Engine:
+    """Continuous-batching generation over a :class:`KVCache`; see the module docstring."""
+
+    def __init__(self, model, *, max_slots: int | None = None, max_len: int | None = None,
+                 kv_budget_bytes: int | None = None, spec_k: int = 0, compile: bool | None = None,
+                 seed: int | None = None):
+        cfg = model.config
+        p = next(model.parameters())
+        self.model, self.cfg, self.device, self.dtype = model.eval(), cfg, p.device, p.dtype
+        if not 0 <= spec_k <= cfg.num_nextn_predict_layers:
+            raise ValueError(f"spec_k={spec_k}: the model has {cfg.num_nextn_predict_layers} MTP layers")
+        self.k = spec_k
+        self.max_len = min(max_len or cfg.max_position_embeddings, cfg.max_position_embeddings)
+        self.capacity = self.max_len + 2 * spec_k + 2  # verify/draft windows may write past max_len
+        n_layers = cfg.num_hidden_layers + spec_k
+        if kv_budget_bytes is None and max_slots is None:
+            if self.device.type == "cuda":
+                free, _ = torch.cuda.mem_get_info(self.device)
+                kv_budget_bytes = int(free * 0.8)
+            else:
+                max_slots = 8
+        if kv_budget_bytes is not None:
+            fit = slots_for_budget(cfg, kv_budget_bytes, self.capacity, self.dtype, n_layers)
+            max_slots = min(max_slots or fit, fit, 512)
+        S = self.slots = max_slots
+        self.cache = KVCache(cfg, S, self.capacity, n_layers, self.device, self.dtype)
+        dev = self.device
+        self.tokens = torch.zeros(S, self.capacity, dtype=torch.long, device=dev)
+        self.length = torch.zeros(S, dtype=torch.long, device=dev)
+        self.active = torch.zeros(S, dtype=torch.bool, device=dev)
+        self.seeds = torch.zeros(S, dtype=torch.long, device=dev)
+        self.temp = torch.zeros(S, device=dev)
+        self.top_p = torch.ones(S, device=dev)
+        self.top_k = torch.zeros(S, dtype=torch.long, device=dev)
+        self.h0 = torch.zeros(S, self.capacity, cfg.hidden_size, dtype=self.dtype, device=dev) if spec_k else None
+        self._rng = random.Random(seed)
+        self._ids = itertools.count()
+        self.waiting: deque[_Request] = deque()
+        self.running: dict[int, _Seq] = {}  # slot -> sequence
+        self._pending: list[StepOutput] = []
+        self.spec_stats = SpecStats(spec_k)
+        self.counters = {"requests": 0, "prompt_tokens": 0, "generated_tokens": 0, "decode_steps": 0,
+                         "decode_seconds": 0.0, "prefill_seconds": 0.0}
+        self.compiled = (self.device.type == "cuda") if compile is None else compile
+        self._decode_fn = self._decode_impl
+        if self.compiled:
+            import torch._dynamo as dynamo
+
+            dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
+            self.cache.mark_static()
+            for t in (self.tokens, self.length, self.active, self.seeds, self.temp, self.top_p, self.top_k, self.h0):
+                if t is not None:
+                    dynamo.mark_static_address(t)
+            self._decode_fn = torch.compile(self._decode_impl, mode="reduce-overhead", fullgraph=True, dynamic=False)
+
+    # -- public API ------------------------------------------------------------------------------
+    def add_request(self, prompt_ids, params: SamplingParams | None = None, request_id: str | None = None) -> str:
+        """Queue a request; returns its id.  Raises ValueError for prompts or params that cannot run."""
+        params = params or SamplingParams()
+        params.check()
+        prompt = [int(t) for t in prompt_ids]
+        if not prompt:
+            raise ValueError("empty prompt")
+        if len(prompt) >= self.max_len:
+            raise ValueError(f"prompt of {len(prompt)} tokens does not fit the context of {self.max_len}")
+        if params.n > self.slots:
+            raise ValueError(f"n={params.n} exceeds the engine's {self.slots} slots")
+        bad = [t for t in prompt if not 0 <= t < self.cfg.vocab_size]
+        if bad:
+            raise ValueError(f"token id {bad[0]} outside the vocabulary of {self.cfg.vocab_size}")
+        rid = request_id if request_id is not None else f"req-{next(self._ids)}"
+        seed = params.seed if params.seed is not None else self._rng.getrandbits(31)
+        self.waiting.append(_Request(rid, prompt, params, int(seed) & 0x7FFFFFFF))
+        self.counters["requests"] += 1
+        return rid
+
+    def abort(self, request_id: str) -> bool:
+        """Drop a waiting or running request; its samples end with finish_reason "abort" at the next step."""
+        found = False
+        for req in list(self.waiting):
+            if req.request_id == request_id:
+                self.waiting.remove(req)
+                self._pending += [StepOutput(request_id, i, [], [], [], "abort", len(req.prompt_ids))
+                                  for i in range(req.params.n)]
+                found = True
+        for slot, seq in list(self.running.items()):
+            if seq.req.request_id == request_id:
+                self._free(slot)
+                self._pending.append(StepOutput(request_id, seq.index, [], [], [], "abort", len(seq.req.prompt_ids)))
+                found = True
+        return found
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running or self._pending)
+
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @torch.no_grad()
+    def update_weights(self, weights) -> None:
+        """Copy new weights in place (a state dict or a model), keeping addresses for compiled graphs."""
+        sd = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
+        params = dict(self.model.named_parameters())
+        missing = [n for n in params if n not in sd]
+        if missing:
+            raise KeyError(f"update_weights: missing {missing[:3]}{'...' if len(missing) > 3 else ''}")
+        for name, p in params.items():
+            p.copy_(sd[name].to(device=p.device, dtype=p.dtype))
+
+    def step(self) -> list[StepOutput]:
+        """Admit waiting requests, run one decode step, return what every touched sample produced."""
+        outs, self._pending = self._pending, []
+        while self.waiting and self.waiting[0].params.n <= self.slots - len(self.running):
+            outs += self._prefill(self.waiting.popleft())
+        if self.running:
+            outs += self._decode()
+        return outs
+
+    def generate(self, prompts, params: SamplingParams | list | None = None, progress=None) -> list[list[Completion]]:
+        """Run prompts to completion; returns, per prompt, its n completions (index order).
+
+        ``params`` is one SamplingParams for all prompts or one per prompt; ``progress`` is an
+        optional callable, called with the number of samples finished in each step.
+        """
+        plist = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
+        rids = [self.add_request(p, sp) for p, sp in zip(prompts, plist)]
+        acc = {rid: [Completion(rid, i, list(p)) for i in range(sp.n)] for rid, p, sp in zip(rids, prompts, plist)}
+        while self.has_unfinished():
+            done = 0
+            for o in self.step():
+                if o.request_id not in acc:
+                    continue
+                c = acc[o.request_id][o.index]
+                c.token_ids += o.token_ids
+                c.logprobs += o.logprobs
+                c.sampling_logprobs += o.sampling_logprobs
+                if o.finish_reason:
+                    c.finish_reason = o.finish_reason
+                    done += 1
+            if progress and done:
+                progress(done)
+        return [acc[r] for r in rids]
+
+    def metrics(self) -> dict:
+        """Counters for monitoring (throughput, queue, acceptance)."""
+        c = dict(self.counters)
+        c["waiting"], c["running"], c["slots"] = len(self.waiting), len(self.running), self.slots
+        c["decode_tokens_per_second"] = c["generated_tokens"] / c["decode_seconds"] if c["decode_seconds"] else 0.0
+        if self.k:
+            c["speculative"] = self.spec_stats.as_dict()
+        return c
+
+    # -- internals -------------------------------------------------------------------------------
+    def _free(self, slot: int) -> None:
+        self.running.pop(slot, None)
+        self.active[slot] = False
+
+    def _emit(self, seq: _Seq, toks: list[int], raw: list[float], proc: list[float]) -> StepOutput:
+        """Append tokens to a sequence up to its stop token / length limit; free it if finished."""
+        params, reason, n = seq.req.params, None, 0
+        for t in toks:
+            n += 1
+            seq.tokens.append(t)
+            if t in params.stop_ids:
+                reason = "stop"
+                break
+            if len(seq.tokens) >= seq.max_new:
+                reason = "length"
+                break
+        self.counters["generated_tokens"] += n
+        if reason:
+            self._free(seq.slot)
+        return StepOutput(seq.req.request_id, seq.index, toks[:n], raw[:n], proc[:n], reason, len(seq.req.prompt_ids))
+
+    @torch.no_grad()
+    def _prefill(self, req: _Request) -> list[StepOutput]:
+        t0 = time.perf_counter()
+        free = [s for s in range(self.slots) if s not in self.running]
+        slots = free[: req.params.n]
+        n_p = len(req.prompt_ids)
+        dev = self.device
+        ids = torch.tensor([req.prompt_ids], device=dev)
+        pos = torch.arange(n_p, device=dev)[None]
+        s0 = torch.tensor([slots[0]], device=dev)
+        view = CacheView(self.cache, pos, n_p, slot_ids=s0, causal_prefill=True)
+        out = self.model(ids, position_ids=pos, kv_cache=view, logits_to_keep=1)
+        self.tokens[slots[0], :n_p] = ids[0]
+        if self.k:
+            self._prefill_mtp(slots[0], out.hidden_states, pos)
+        idx = torch.tensor(slots, device=dev)
+        if len(slots) > 1:
+            self.cache.copy_slot(slots[0], slots[1:], n_p)
+            self.tokens[idx[1:], :n_p] = ids[0]
+            if self.k:
+                self.h0[idx[1:], :n_p] = self.h0[slots[0], :n_p]
+        p, n = req.params, len(slots)
+        seeds = torch.tensor([sample_seed(req.seed, i) for i in range(n)], device=dev)
+        self.seeds[idx], self.length[idx] = seeds, n_p
+        self.temp[idx], self.top_p[idx], self.top_k[idx] = float(p.temperature), float(p.top_p), int(p.top_k)
+        logits = out.logits[:, -1].float().expand(n, -1)
+        proc = process_logits(logits, self.temp[idx], self.top_p[idx], self.top_k[idx])
+        toks = gumbel_sample(proc, seeds, torch.full_like(seeds, n_p), STREAM_SAMPLE)
+        raw = torch.log_softmax(logits, -1).gather(-1, toks[:, None])[:, 0]
+        plp = proc.gather(-1, toks[:, None])[:, 0]
+        self.tokens[idx, n_p] = toks
+        self.active[idx] = True
+        max_new = min(p.max_new_tokens, self.max_len - n_p)
+        outs = []
+        for i, (slot, t, r, q) in enumerate(zip(slots, toks.tolist(), raw.tolist(), plp.tolist())):
+            seq = self.running[slot] = _Seq(req, i, slot, max_new)
+            outs.append(self._emit(seq, [t], [r], [q]))
+        self.counters["prompt_tokens"] += n_p
+        self.counters["prefill_seconds"] += time.perf_counter() - t0
+        return outs
+
+    def _prefill_mtp(self, slot: int, hidden, pos) -> None:
+        """Fill the MTP layers' caches over the prompt (depth j at t reads token t + j; unknown ones are
+        placeholders, rewritten by the first draft window) and keep the main hidden states."""
+        n_p = pos.shape[1]
+        self.h0[slot, :n_p] = hidden[0]
+        s0 = torch.tensor([slot], device=self.device)
+        cos, sin = rope_cos_sin(pos, self.cfg.head_size, self.cfg.rope_theta, hidden.dtype)
+        h = hidden
+        emb = self.model.model.embed_tokens
+        for j in range(1, self.k + 1):
+            nxt = self.tokens[slot, j: n_p + j][None]
+            view = CacheView(self.cache, pos, n_p, slot_ids=s0, causal_prefill=True)
+            h, _ = self.model.model.mtp_layers[j - 1](h, emb(nxt), cos, sin, None, view)
+
+    def _kv_bucket(self) -> int:
+        """Attention length of this decode step: a power of two covering every active sequence."""
+        need = max(len(s.req.prompt_ids) + len(s.tokens) for s in self.running.values()) + self.k + 1
+        need = max(need, 2 * self.k, 16)
+        return min(1 << (need - 1).bit_length(), self.capacity)
+
+    @torch.no_grad()
+    def _decode(self) -> list[StepOutput]:
+        t0 = time.perf_counter()
+        filters = any(s.req.params.top_p < 1 or s.req.params.top_k > 0 for s in self.running.values())
+        n_acc, toks, raw, proc = self._decode_fn(self._kv_bucket(), filters)
+        n_acc, toks = n_acc.tolist(), toks.tolist()
+        raw, proc = raw.tolist(), proc.tolist()
+        outs, accepted = [], []
+        for slot, seq in list(self.running.items()):
+            a = n_acc[slot] + 1
+            accepted.append(n_acc[slot])
+            outs.append(self._emit(seq, toks[slot][:a], raw[slot][:a], proc[slot][:a]))
+        if self.k:
+            self.spec_stats.record(accepted)
+        self.counters["decode_steps"] += 1
+        self.counters["decode_seconds"] += time.perf_counter() - t0
+        return outs
+
+    def _process(self, logits, filters: bool, reps: int = 1):
+        """Processed log-probs of (S * reps, V) logits with each slot's parameters."""
+        t, p, k = self.temp, self.top_p, self.top_k
+        if reps > 1:
+            t, p, k = t.repeat_interleave(reps), p.repeat_interleave(reps), k.repeat_interleave(reps)
+        if not filters:
+            p, k = torch.ones_like(p), torch.zeros_like(k)
+            greedy = t <= 0
+            scaled = logits / torch.where(greedy, torch.ones_like(t), t)[:, None]
+            lp = torch.log_softmax(scaled, -1)
+            top = lp.argmax(-1, keepdim=True)
+            onehot = torch.full_like(lp, float("-inf")).scatter(-1, top, 0.0)
+            return torch.where(greedy[:, None], onehot, lp)
+        return process_logits(logits, t, p, k)
+
+    def _decode_impl(self, kv_len: int, filters: bool):
+        """One decode step over all slots at fixed shapes (the function compiled on GPU)."""
+        S, k, V = self.slots, self.k, self.cfg.vocab_size
+        dev = self.tokens.device
+        rows = torch.arange(S, device=dev)
+        length = torch.where(self.active, self.length, torch.ones_like(self.length))
+        drafts = draft_lp = None
+        if k:
+            drafts, draft_lp = self._draft(rows, length, kv_len, filters)
+        vpos = length[:, None] + torch.arange(k + 1, device=dev)
+        ids = self.tokens[rows[:, None], vpos]
+        out = self.model(ids, position_ids=vpos, kv_cache=CacheView(self.cache, vpos, kv_len))
+        if k:
+            self.h0[rows[:, None], vpos] = out.hidden_states
+        logits = out.logits.float()
+        proc = self._process(logits.reshape(S * (k + 1), V), filters, k + 1).view(S, k + 1, V)
+        n_acc, toks = accept_drafts(proc, draft_lp, drafts, self.seeds, length + 1)
+        raw = torch.log_softmax(logits, -1).gather(-1, toks[..., None])[..., 0]
+        plp = proc.gather(-1, toks[..., None])[..., 0]
+        self.tokens[rows[:, None], vpos + 1] = toks
+        self.length.copy_(torch.where(self.active, length + n_acc + 1, self.length))
+        return n_acc, toks, raw, plp
+
+    def _draft(self, rows, length, kv_len: int, filters: bool):
+        """k drafts per slot from the MTP layers, re-running each depth over a window of 2k positions
+        ending at the last processed token (so entries written with draft tokens get rewritten)."""
+        k, W = self.k, 2 * self.k
+        start = (length - W).clamp(min=0)
+        pw = start[:, None] + torch.arange(W, device=rows.device)
+        r = length - 1 - start
+        h = self.h0[rows[:, None], pw]
+        drafts, lps = [], []
+        for j in range(1, k + 1):
+            nxt = self.tokens[rows[:, None], pw + j]
+            h, logits = self.model.mtp_forward(j, h, nxt, pw, kv_cache=CacheView(self.cache, pw, kv_len))
+            q = self._process(logits[rows, r].float(), filters)
+            d = gumbel_sample(q, self.seeds, length + j, STREAM_DRAFT)
+            self.tokens[rows, length + j] = d
+            drafts.append(d)
+            lps.append(q)
+        return torch.stack(drafts, 1), torch.stack(lps, 1)

@@ -1,0 +1,95 @@
+"""A static KV cache: preallocated (slots x max_len) buffers, written by position.
+
+One buffer pair per attention layer of the model (main layers, then MTP layers, as numbered by
+``Attention.layer_idx``), each of shape (slots, n_kv, capacity, head_dim).  A sequence owns one
+slot; its token at position t has its keys/values at index t.  Nothing is ever moved or
+reallocated, so a compiled decode step (CUDA graphs) sees fixed addresses.
+
+:class:`CacheView` is what the model's ``kv_cache`` hook receives for one forward: which slots
+the batch rows are, the positions being written, the attention mask, and how many positions to
+attend over (a bucket, so compiled graphs are reused).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from openmimo.model.config import MiMoConfig
+
+
+def bytes_per_slot(cfg: MiMoConfig, capacity: int, dtype: torch.dtype, num_layers: int | None = None) -> int:
+    """Bytes of K and V for one slot of ``capacity`` positions over ``num_layers`` layers (default: all, MTP included)."""
+    n = cfg.num_hidden_layers + cfg.num_nextn_predict_layers if num_layers is None else num_layers
+    elem = torch.empty((), dtype=dtype).element_size()
+    return 2 * n * cfg.num_key_value_heads * cfg.head_size * capacity * elem
+
+
+def slots_for_budget(cfg: MiMoConfig, budget_bytes: int, capacity: int, dtype: torch.dtype,
+                     num_layers: int | None = None) -> int:
+    """How many slots of ``capacity`` positions fit in ``budget_bytes`` (at least 1)."""
+    return max(1, int(budget_bytes // bytes_per_slot(cfg, capacity, dtype, num_layers)))
+
+
+class KVCache(nn.Module):
+    """Preallocated keys and values, registered as buffers (static addresses for CUDA graphs)."""
+
+    def __init__(self, cfg: MiMoConfig, slots: int, capacity: int, num_layers: int,
+                 device=None, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.slots, self.capacity, self.num_layers = slots, capacity, num_layers
+        shape = (slots, cfg.num_key_value_heads, capacity, cfg.head_size)
+        for i in range(num_layers):
+            self.register_buffer(f"k{i}", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+            self.register_buffer(f"v{i}", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.keys = [getattr(self, f"k{i}") for i in range(num_layers)]
+        self.values = [getattr(self, f"v{i}") for i in range(num_layers)]
+
+    def mark_static(self) -> None:
+        """Tell torch.compile the buffers never move (so CUDA graphs may write them in place)."""
+        for t in self.keys + self.values:
+            torch._dynamo.mark_static_address(t)
+
+    @torch.no_grad()
+    def copy_slot(self, src: int, dst: list[int], length: int) -> None:
+        """Copy the first ``length`` positions of slot ``src`` into slots ``dst`` (n samples, one prefill)."""
+        if not dst or length <= 0:
+            return
+        idx = torch.tensor(dst, device=self.keys[0].device)
+        for buf in self.keys + self.values:
+            buf[idx, :, :length] = buf[src, :, :length].unsqueeze(0)
+
+
+class CacheView:
+    """The ``kv_cache`` object of one forward (see ``Attention.forward`` in model/mimo.py).
+
+    rows_are_slots: batch row i is slot i and the batch covers every slot (the decode step);
+    otherwise ``slot_ids`` (B,) names the slots.  ``positions`` (B, T): where each new token is
+    written.  ``kv_len``: attend over cache positions [0, kv_len).  ``attn_mask`` (bool, B, 1, T,
+    kv_len) lets a query see keys at positions <= its own; ``None`` means plain causal attention over
+    exactly the new tokens (a prefill into an empty slot, which may then use flash kernels).
+    ``fold_gqa`` asks the model to attend without repeating K/V for GQA (decode).
+    """
+
+    def __init__(self, cache: KVCache, positions: torch.Tensor, kv_len: int, slot_ids: torch.Tensor | None = None,
+                 causal_prefill: bool = False, fold_gqa: bool = True):
+        self.cache, self.positions, self.kv_len, self.slot_ids = cache, positions, kv_len, slot_ids
+        self.fold_gqa = fold_gqa and not causal_prefill
+        B = positions.shape[0]
+        rows = torch.arange(B, device=positions.device) if slot_ids is None else slot_ids
+        self._rows = rows[:, None]
+        if causal_prefill:
+            self.attn_mask = None
+        else:
+            keys = torch.arange(kv_len, device=positions.device)
+            self.attn_mask = (keys[None, None, :] <= positions[:, :, None])[:, None]
+
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
+        """Write k, v (B, n_kv, T, D) at ``positions``; return the visible (B, n_kv, kv_len, D) keys and values."""
+        kc, vc = self.cache.keys[layer_idx], self.cache.values[layer_idx]
+        # Advanced indices around a slice: the indexed shape is (B, T, n_kv, D).
+        kc[self._rows, :, self.positions] = k.transpose(1, 2)
+        vc[self._rows, :, self.positions] = v.transpose(1, 2)
+        if self.slot_ids is None:
+            return kc[:, :, : self.kv_len], vc[:, :, : self.kv_len]
+        return kc[self.slot_ids, :, : self.kv_len], vc[self.slot_ids, :, : self.kv_len]
