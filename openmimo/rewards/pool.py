@@ -154,7 +154,10 @@ class RewardPool:
             if status == "error":
                 fut.set_result(self.fallback(f"error: {value.splitlines()[0] if value else ''}"))
                 continue
-            code = w.proc.poll()
+            try:
+                code = w.proc.wait(timeout=1.0) if status == "crash" else None
+            except subprocess.TimeoutExpired:
+                code = None
             if status == "timeout":
                 self.timeouts += 1
                 reason = f"timeout after {timeout:g}s"
