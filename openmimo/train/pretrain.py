@@ -123,7 +123,7 @@ def main(cfg: PretrainConfig, resume: bool = False) -> dict:
                            multiple=rt.world_size)
         per_rank = max(bs // rt.world_size, 1)
         loader.set_mixture(stage.mixture)
-        batch = loader.next_batch(bs, stage.seq_len)
+        batch = loader.next_batch(per_rank, stage.seq_len)  # this rank's share of the global batch
         mbs = [{k: v[i:i + cfg.batch.micro_batch_size] for k, v in batch.items()}
                for i in range(0, per_rank, cfg.batch.micro_batch_size)]
         lr = lr_at(tokens, o.lr, o.min_lr, o.warmup_tokens, o.constant_tokens, o.decay_tokens)
