@@ -19,6 +19,7 @@ Simplified: memory is measured as the child's peak RSS, which includes the ~10 M
 pages it shares with this process; the address-space limit counts the interpreter too.
 """
 
+import atexit  # noqa: F401 -- pre-imported for the children
 import ctypes
 import io
 import json
@@ -37,7 +38,6 @@ MEM_EXIT = 86  # the child's exit code after an uncaught MemoryError
 BASE = sys.argv[2] if len(sys.argv) > 2 else "/tmp"
 SANDBOXED = (sys.argv[3] == "1") if len(sys.argv) > 3 else True  # False only for the opt-in unisolated mode
 WORK = BASE + "/w"  # size-limited tmpfs with one directory per test
-IO = BASE + "/io"  # stdin/stdout/stderr files of the current test (root-only directory)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -81,11 +81,12 @@ def _drop_caps():
 
 def _exit_like_python():
     """What the interpreter does at a normal exit: join non-daemon threads, run atexit handlers."""
-    if "threading" in sys.modules:
-        sys.modules["threading"]._shutdown()
-    import atexit
-
-    atexit._run_exitfuncs()
+    th = sys.modules.get("threading")
+    if th is not None and len(th._active) > 1:  # only when the program started threads (costly otherwise)
+        th._shutdown()
+    ae = sys.modules["atexit"]
+    if ae._ncallbacks():
+        ae._run_exitfuncs()
 
 
 def _child(code_obj, test, lim, uid, workdir, res_fd):
@@ -229,24 +230,37 @@ def _sweep(pid):
         time.sleep(0.001)
 
 
-def _read(path, limit):
-    with open(path, "rb") as f:
-        return f.read(limit)
+_FILES = {}  # name -> memfd, created once, truncated before every test
+
+
+def _io_fd(name):
+    fd = _FILES.get(name)
+    if fd is None:
+        fd = _FILES[name] = os.memfd_create(name, 0)
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _read_fd(fd, limit):
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, limit)
 
 
 def run_test(code_obj, test, lim, uid, tol):
-    """Fork, run one test, classify it.  Returns a verdict dict."""
-    for name, data in (("in", test.get("input", "").encode()), ("out", b""), ("err", b""), ("res", b"")):
-        with open(f"{IO}/{name}", "wb") as f:
-            f.write(data)
+    """Fork, run one test, classify it.  Returns a verdict dict.
+
+    The test's stdin/stdout/stderr/result are memfds owned by this process (reused from test to
+    test: every process that could hold them is dead before the next test starts)."""
+    fin, fout, ferr, fres = (_io_fd(n) for n in ("in", "out", "err", "res"))
+    data = test.get("input", "").encode()
+    while data:
+        data = data[os.write(fin, data):]
+    os.lseek(fin, 0, os.SEEK_SET)
     workdir = f"{WORK}/t"
     os.mkdir(workdir, 0o700)
     if os.getuid() == 0 and uid:
         os.chown(workdir, uid, uid)
-    fin = os.open(f"{IO}/in", os.O_RDONLY)
-    fout = os.open(f"{IO}/out", os.O_WRONLY)
-    ferr = os.open(f"{IO}/err", os.O_WRONLY)
-    fres = os.open(f"{IO}/res", os.O_WRONLY)
     t0 = time.monotonic()
     pid = _fork()
     if pid == 0:
@@ -260,8 +274,6 @@ def run_test(code_obj, test, lim, uid, tol):
         except BaseException:
             os._exit(1)
         _child(code_obj, test, lim, uid, workdir, 3)
-    for fd in (fin, fout, ferr, fres):
-        os.close(fd)
     wall_limit = lim["time_s"] * lim["wall_factor"] + lim["wall_extra_s"]
     killed_wall = False
     pidfd = os.pidfd_open(pid)
@@ -274,13 +286,16 @@ def run_test(code_obj, test, lim, uid, tol):
     _, status, ru = os.wait4(pid, 0)
     wall = time.monotonic() - t0
     _sweep(pid)
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        os.rmdir(workdir)
+    except OSError:
+        shutil.rmtree(workdir, ignore_errors=True)
     cpu = ru.ru_utime + ru.ru_stime
     mem_kb = ru.ru_maxrss
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -sig
-    out_size = os.path.getsize(f"{IO}/out")
-    err = _read(f"{IO}/err", 4096).decode("utf-8", "replace")[-1000:]
+    out_size = os.fstat(fout).st_size
+    err = _read_fd(ferr, 4096).decode("utf-8", "replace")[-1000:]
     v = {"time": round(cpu, 4), "wall": round(wall, 4), "memory_kb": mem_kb, "exit_code": code, "detail": ""}
     mem_limit_kb = lim["memory_mb"] * 1024
     if killed_wall or cpu > lim["time_s"] or sig in (signal.SIGXCPU,):
@@ -294,7 +309,7 @@ def run_test(code_obj, test, lim, uid, tol):
         v["status"] = "runtime_error"
         v["detail"] = err.strip().splitlines()[-1] if err.strip() else (f"killed by signal {sig}" if sig else f"exit code {code}")
     elif test.get("fn") is not None:
-        raw = _read(f"{IO}/res", lim["output_bytes"])
+        raw = _read_fd(fres, lim["output_bytes"])
         try:
             res = json.loads(raw)
         except ValueError:
@@ -309,7 +324,7 @@ def run_test(code_obj, test, lim, uid, tol):
     elif test.get("check"):
         v["status"] = "passed"
     else:
-        got = _read(f"{IO}/out", lim["output_bytes"]).decode("utf-8", "replace")
+        got = _read_fd(fout, lim["output_bytes"]).decode("utf-8", "replace")
         if stdout_matches(got, test.get("output", ""), tol):
             v["status"] = "passed"
         else:
@@ -346,8 +361,6 @@ def _setup():
     for fd in (0, 1):
         os.dup2(null, fd)
     os.makedirs(WORK, exist_ok=True)
-    os.makedirs(IO, mode=0o700, exist_ok=True)
-    os.chmod(IO, 0o700)
     opts = f"size={size_mb}m,mode=0755".encode()
     if SANDBOXED and _libc.mount(b"tmpfs", WORK.encode(), b"tmpfs", 2 | 4 | 8, opts) != 0:  # NOSUID|NODEV|NOEXEC
         os.write(2, b"zygote: could not mount the size-limited tmpfs; using the sandbox's /tmp\n")
