@@ -68,16 +68,45 @@ def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
     return torch.cumsum((position_ids == 0).to(torch.int32), dim=1)
 
 
+_FLEX = {}
+
+
+def _flex_attention():
+    """FlexAttention compiled once, on first use (never at import)."""
+    if "fn" not in _FLEX:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _FLEX["fn"] = torch.compile(flex_attention, dynamic=False)
+    return _FLEX["fn"]
+
+
+def document_block_mask(position_ids: torch.Tensor):
+    """FlexAttention BlockMask for causal attention inside packed documents (CUDA fast path)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    doc = document_ids(position_ids)
+    B, T = doc.shape
+
+    def mask_mod(b, h, q, kv):
+        return (q >= kv) & (doc[b, q] == doc[b, kv])
+
+    return create_block_mask(mask_mod, B, None, T, T, device=doc.device)
+
+
 def build_attention_mask(attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
-                         seq_len: int) -> torch.Tensor | None:
+                         seq_len: int):
     """Boolean (B, 1, T, T) mask: causal, inside one document, on non-padding keys.
 
     Returns None when plain causal attention is exact (no padding, no position ids), so SDPA can
     use its ``is_causal`` fast path.  Every query may attend to itself, so padded rows never see
-    an empty key set (which would give NaN).
+    an empty key set (which would give NaN).  On CUDA, packed documents without padding get a
+    FlexAttention block mask instead (block-sparse: no work on masked blocks); the boolean mask
+    is its oracle.
     """
     if attention_mask is None and position_ids is None:
         return None
+    if attention_mask is None and position_ids.is_cuda and seq_len >= 128:
+        return document_block_mask(position_ids)
     device = (attention_mask if attention_mask is not None else position_ids).device
     causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
     mask = causal[None]
@@ -147,8 +176,11 @@ class Attention(nn.Module):
             if getattr(kv_cache, "fold_gqa", False) and self.n_heads != self.n_kv:
                 return self.o_proj(_folded_gqa_attention(q, k, v, mask).transpose(1, 2).reshape(B, T, -1))
         gqa = self.n_heads != self.n_kv
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
-                                           enable_gqa=gqa)
+        if mask is not None and not torch.is_tensor(mask):  # a FlexAttention BlockMask
+            y = _flex_attention()(q, k, v, block_mask=mask, enable_gqa=gqa)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
+                                               enable_gqa=gqa)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
