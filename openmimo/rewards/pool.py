@@ -41,7 +41,7 @@ def zero_result(reason: str) -> RewardResult:
 
 
 def _worker_main() -> None:
-    """Entry point of a worker process (``python -m openmimo.rewards.pool``): pickled tasks in on
+    """Entry point of a worker process (``python -m openmimo.rewards._pool_worker``): pickled tasks in on
     stdin, pickled results out on a private copy of stdout (fd 1 itself goes to stderr, so stray
     prints in a reward function cannot corrupt the protocol)."""
     from multiprocessing.connection import Connection
@@ -73,7 +73,7 @@ class _Worker:
     def start(self) -> None:
         from multiprocessing.connection import Connection
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "openmimo.rewards.pool"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "openmimo.rewards._pool_worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, close_fds=True)
         self.tx = Connection(os.dup(self.proc.stdin.fileno()), readable=False)
         self.rx = Connection(os.dup(self.proc.stdout.fileno()), writable=False)
@@ -187,7 +187,3 @@ class RewardPool:
 
     def __exit__(self, *exc):
         self.close()
-
-
-if __name__ == "__main__":
-    _worker_main()
