@@ -4,7 +4,9 @@ Workloads: (a) a small stdin/stdout program x N tests, (b) a call-based function
 The judge runs every test isolated (sandbox + fork per test, rlimits, uid drop, tree kill);
 the baseline starts one fresh, *unisolated* ``python`` subprocess per test, ``--baseline-workers``
 at a time (default: one per core) -- the naive runner the judge replaces.  Both run in the same
-invocation, so machine load affects both alike.  Cache is disabled for the judge (each program is
+invocation, so machine load affects both alike.  The judge's CPU cost per test (this process +
+the sandboxes' zygotes and tests, as reported by the zygotes) is reported too, with the rate it allows on idle cores -- a
+load-independent estimate, labelled as such.  Cache is disabled for the judge (each program is
 made unique) so that every test really runs.
 
     python bench/bench_judge.py [--tests 1000] [--workers 2] [--backend auto] [--json out.json]
@@ -24,6 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 STDIN_PROG = "a, b = map(int, input().split())\nprint(a + b)\n"
 CALL_PROG = "def add(a, b):\n    return a + b\n"
 CALL_DRIVER = "import json, sys\n{prog}\nargs = json.loads(sys.stdin.read())\nprint(json.dumps(add(*args)))\n"
+
+
+def _cpu():
+    import resource
+
+    a = resource.getrusage(resource.RUSAGE_SELF)
+    return a.ru_utime + a.ru_stime
 
 
 def stdin_tests(n):
@@ -82,11 +91,17 @@ def main(argv=None):
     from openmimo.rewards.sandbox import Judge
 
     res = {"cores": os.cpu_count(), "workers": args.workers, "tests": args.tests, "loadavg_before": os.getloadavg()}
-    with Judge(workers=args.workers, backend=args.backend, cache_size=0) as j:
-        res["backend"] = j.backend
-        j.run(STDIN_PROG, stdin_tests(4 * args.workers))  # start the sandboxes
-        res["judge_stdin_tests_per_s"] = bench_judge(j, STDIN_PROG, stdin_tests(args.tests), args.reps)
-        res["judge_call_tests_per_s"] = bench_judge(j, CALL_PROG, call_tests(args.tests), args.reps)
+    for kind, prog, make in (("stdin", STDIN_PROG, stdin_tests), ("call", CALL_PROG, call_tests)):
+        with Judge(workers=args.workers, backend=args.backend, cache_size=0) as j:
+            res["backend"] = j.backend
+            j.run(prog, make(4 * args.workers))  # start the sandboxes
+            # CPU seconds of this process + everything inside the sandboxes
+            c0 = _cpu() + j.sandbox_cpu_seconds
+            res[f"judge_{kind}_tests_per_s"] = bench_judge(j, prog, make(args.tests), args.reps)
+            cpu = _cpu() + j.sandbox_cpu_seconds - c0
+        res[f"judge_{kind}_cpu_ms_per_test"] = cpu / (args.tests * args.reps) * 1e3
+        # load-independent estimate: what the measured CPU cost allows on idle cores
+        res[f"judge_{kind}_capacity_idle_tests_per_s"] = args.workers * 1e3 / res[f"judge_{kind}_cpu_ms_per_test"]
     res["baseline_stdin_tests_per_s"] = bench_baseline("stdin", stdin_tests(args.baseline_tests), args.baseline_workers)
     res["baseline_call_tests_per_s"] = bench_baseline("call", call_tests(args.baseline_tests), args.baseline_workers)
     res["loadavg_after"] = os.getloadavg()

@@ -149,6 +149,7 @@ class SandboxProcess:
             self.close()
             raise SandboxDied("sandbox did not start: " + b"".join(self._stderr).decode("utf-8", "replace")[-500:])
         self.uid = hello.get("uid")
+        self.cpu = 0.0  # CPU seconds used inside this sandbox so far (zygote + reaped tests)
 
     def _drain(self) -> None:
         for line in self.proc.stderr:
@@ -179,6 +180,8 @@ class SandboxProcess:
             raise SandboxDied(f"sandbox is gone: {e}") from None
         ans = self._read(timeout)
         verdicts = ans.get("verdicts") if isinstance(ans, dict) else None
+        if isinstance(ans, dict) and isinstance(ans.get("cpu"), (int, float)):
+            self.cpu = float(ans["cpu"])
         if not isinstance(verdicts, list) or len(verdicts) != len(req["tests"]):
             raise SandboxDied("sandbox sent a malformed answer")
         return verdicts

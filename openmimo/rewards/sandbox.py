@@ -117,6 +117,8 @@ class Judge:
         self.cache: OrderedDict[str, list[Verdict]] = OrderedDict()
         self.cache_size = cache_size
         self.restarts = 0
+        self._cpu_done = 0.0  # CPU seconds of sandboxes already closed
+        self._cpu_live = [0.0] * (workers or os.cpu_count() or 1)
         self._q: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._closed = False
@@ -162,6 +164,11 @@ class Judge:
         futs = [self.submit(code, tests, limits, stop_early) for code, tests in items]
         return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futs)))
 
+    @property
+    def sandbox_cpu_seconds(self) -> float:
+        """CPU time used inside the sandboxes so far (zygotes and the tests they reaped)."""
+        return self._cpu_done + sum(self._cpu_live)
+
     def close(self) -> None:
         self._closed = True
         for _ in self._threads:
@@ -203,12 +210,15 @@ class Judge:
                             self.restarts += 1
                         sb = self._start()
                     raw = sb.request(req, budget)
+                    self._cpu_live[idx] = sb.cpu
                     verdicts = [Verdict(**{k: r.get(k, d) for k, d in (("status", "runtime_error"), ("time", 0.0),
                                 ("memory_kb", 0), ("wall", 0.0), ("exit_code", 0), ("detail", ""))}) for r in raw]
                     break
                 except (SandboxDied, OSError, ValueError) as e:
                     if sb is not None:
                         sb.close()
+                    self._cpu_done += self._cpu_live[idx]
+                    self._cpu_live[idx] = 0.0
                     sb = None
                     self.restarts += 1
                     err = str(e)
