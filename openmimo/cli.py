@@ -22,6 +22,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "calibrate-tests": ("openmimo.rewards.code", "cluster each problem's tests into difficulty levels from a pass matrix"),
     "generate": ("openmimo.infer.generate", "generate completions for JSONL prompts with the KV-cache engine"),
     "serve": ("openmimo.infer.server", "serve a checkpoint over an OpenAI-compatible HTTP API"),
+    "rl": ("openmimo.rl.trainer", "RL with MiMo's modified GRPO (dynamic sampling, easy pool) on the seamless rollout engine"),
+    "quickstart": ("openmimo.quickstart", "on CPU: pre-train the tiny model, RL on math, print held-out pass@1 before and after"),
 }
 
 

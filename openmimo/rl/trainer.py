@@ -1,0 +1,398 @@
+"""`openmimo rl CONFIG`: MiMo's modified GRPO driven by the Seamless Rollout Engine (colocated, one device).
+
+One iteration: ``SeamlessRollout.collect()`` (generation engine + asynchronous rewards + dynamic
+sampling + easy pool + FIFO early termination) -> group-normalised advantages -> ``ppo_epochs`` passes
+over the batch in mini-batches of ``ppo_mini_batch_size`` groups, each one :meth:`Trainer.step` with
+:class:`RLObjective` (token-level global normalisation) -> the new weights copied into the engine's
+model (``Engine.update_weights``).  Periodic validation streams through the same engine and rewards
+(avg@k, unbiased pass@k).  Checkpoints hold model, optimizer, sampler, rollout counters and RNG, so
+``--resume`` continues the run exactly.
+
+Old log-probs are the engine's (temperature-1, unfiltered — the same numbers a training forward
+gives in float32); ``recompute_old_logprobs`` recomputes them with the training model instead
+(for bf16 engines, whose numbers drift from the trainer's).
+Simplified: one process, one device; no reference model (kl_coef > 0 keeps a frozen copy).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from openmimo.rl.rollout import RolloutConfig
+
+
+@dataclass
+class RLDataConfig:
+    train_path: str = ""  # JSONL of problems (math: problem, answer; code: question_content + tests)
+    val_path: str = ""  # held-out JSONL for validation ("" = no validation)
+    kind: str = "math"  # math | code (reward function)
+    max_problems: int = 0  # use only the first N training problems (0 = all)
+    val_problems: int = 32  # validation problems (first N of val_path)
+    max_prompt_tokens: int = 256  # longer prompts are dropped (counted)
+
+    def check(self):
+        if self.kind not in ("math", "code"):
+            raise ValueError(f"key 'kind' must be math or code, got {self.kind!r}")
+
+
+@dataclass
+class ActorConfig:  # verl's actor_rollout_ref.actor names
+    lr: float = 1e-5  # constant learning rate
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    clip_ratio_low: float = 0.2  # eps_low
+    clip_ratio_high: float = 0.28  # eps_high (clip-higher)
+    loss_agg_mode: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum
+    kl_coef: float = 0.0  # 0 = no KL and no reference model
+    entropy_coeff: float = 0.0
+    ppo_mini_batch_size: int = 4  # groups per optimizer step (the paper: 32 of 512)
+    ppo_micro_batch_size_per_gpu: int = 16  # sequences per forward
+    ppo_epochs: int = 1  # passes over the batch per iteration
+    std_floor: float = 1e-6  # advantages: (r - mean) / max(std, floor)
+    recompute_old_logprobs: bool = False
+
+    def check(self):
+        if self.lr <= 0 or self.ppo_mini_batch_size < 1 or self.ppo_micro_batch_size_per_gpu < 1 or self.ppo_epochs < 1:
+            raise ValueError("key 'lr', 'ppo_mini_batch_size', 'ppo_micro_batch_size_per_gpu', 'ppo_epochs' must be positive")
+
+
+@dataclass
+class GenConfig:
+    max_new_tokens: int = 96
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_slots: int = 64  # engine slots (concurrent sequences)
+    max_len: int = 512
+
+
+@dataclass
+class RLTrainConfig:
+    model_path: str = ""  # HF-layout checkpoint with tokenizer (e.g. runs/tiny/final)
+    out_dir: str = "runs/rl"
+    steps: int = 20  # rollout + update iterations
+    device: str = "auto"
+    dtype: str = "float32"
+    seed: int = 0
+    val_every: int = 10  # 0 = only at the start and the end
+    val_n: int = 4  # samples per validation problem (avg@k, pass@k)
+    val_temperature: float = 1.0
+    ckpt_every: int = 10
+    reward_workers: int = 2
+    reward_timeout: float = 10.0
+    time_limit_s: float = 0.0  # stop (and save) after this long (0 = no limit)
+
+
+@dataclass
+class RLConfig:
+    data: RLDataConfig = field(default_factory=RLDataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    gen: GenConfig = field(default_factory=GenConfig)
+    train: RLTrainConfig = field(default_factory=RLTrainConfig)
+
+    def check(self):
+        if not self.train.model_path:
+            raise ValueError("key 'train.model_path' is required (an HF-layout checkpoint)")
+
+
+# -- data -------------------------------------------------------------------------------------------
+def load_problems(path: str, kind: str, tokenizer, max_prompt_tokens: int, limit: int = 0) -> tuple[list, dict]:
+    """JSONL -> problem dicts with ``prompt_ids``; returns (problems, counts of kept/dropped and why)."""
+    from openmimo.config import ConfigError
+    from openmimo.data.world_math import math_prompt
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"problem file not found: {p}")
+    out, counts = [], {"kept": 0, "too_long": 0}
+    for ln, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{p}:{ln}: not valid JSON: {e}") from None
+        if kind == "math":
+            if "problem" not in rec or "answer" not in rec:
+                raise ConfigError(f"{p}:{ln}: a math record needs 'problem' and 'answer'")
+            text = math_prompt(rec["problem"])
+        else:
+            stmt = rec.get("question_content") or rec.get("statement") or rec.get("problem")
+            if stmt is None or "tests" not in rec:
+                raise ConfigError(f"{p}:{ln}: a code record needs a statement (question_content) and 'tests'")
+            text = f"Problem: {stmt}\nSolution:\n"
+        ids = tokenizer.encode(text)
+        if len(ids) > max_prompt_tokens:
+            counts["too_long"] += 1
+            continue
+        out.append({**rec, "prompt_ids": ids})
+        counts["kept"] += 1
+        if limit and len(out) >= limit:
+            break
+    if not out:
+        raise ConfigError(f"{p}: no usable problems ({counts})")
+    return out, counts
+
+
+def make_score_fn(kind: str, tokenizer, pool, timeout: float):
+    """(problem, Finished) -> Future[RewardResult], scored in the reward pool's processes."""
+    from concurrent.futures import Future
+
+    from openmimo.rewards.math import submit_math_reward
+
+    def score(problem, fin):
+        text = tokenizer.decode(fin.token_ids, skip_special_tokens=True)
+        if kind == "math":
+            return submit_math_reward(text, problem["answer"], pool=pool, timeout=timeout)
+        from openmimo.rewards.adapters import score_code
+
+        if pool is None:
+            f = Future()
+            f.set_result(score_code(text, problem["tests"], levels=problem.get("test_levels")))
+            return f
+        return pool.submit(score_code, text, problem["tests"], problem.get("test_levels"), timeout=timeout)
+
+    return score
+
+
+# -- batches ----------------------------------------------------------------------------------------
+def build_sequences(groups, advantages, pad_id: int) -> list[dict]:
+    """One record per sample: prompt + response ids, response mask, old log-probs, advantage."""
+    seqs = []
+    for g, adv in zip(groups, advantages):
+        for s, a in zip(g.samples, adv.tolist()):
+            ids = list(g.prompt_ids) + list(s.token_ids)
+            P = len(g.prompt_ids)
+            mask = [0] * P + [1] * len(s.token_ids)
+            old = [0.0] * P + [float(x) for x in s.logprobs]
+            seqs.append({"ids": ids, "mask": mask, "old": old, "adv": float(a)})
+    return seqs
+
+
+def collate(seqs: list[dict], pad_id: int) -> dict:
+    T = max(len(s["ids"]) for s in seqs)
+    B = len(seqs)
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    mask, old = torch.zeros(B, T), torch.zeros(B, T)
+    for i, s in enumerate(seqs):
+        n = len(s["ids"])
+        ids[i, :n] = torch.tensor(s["ids"])
+        mask[i, :n] = torch.tensor(s["mask"], dtype=torch.float32)
+        old[i, :n] = torch.tensor(s["old"])
+    return {"input_ids": ids, "response_mask": mask, "old_logprobs": old,
+            "advantages": torch.tensor([s["adv"] for s in seqs])}
+
+
+@torch.no_grad()
+def _logprobs(model, mb: dict) -> torch.Tensor:
+    from openmimo.rl.loss import token_logprobs_and_entropy
+
+    ids = mb["input_ids"]
+    lp, _ = token_logprobs_and_entropy(model(ids[:, :-1]).logits, ids[:, 1:])
+    out = torch.zeros_like(mb["old_logprobs"])
+    out[:, 1:] = lp.cpu() * mb["response_mask"][:, 1:]
+    return out
+
+
+# -- the run ----------------------------------------------------------------------------------------
+class RLRun:
+    """The Python API: ``RLRun(cfg).train()``; also ``validate()``.  Owns model, engine, pool, sampler."""
+
+    def __init__(self, cfg: RLConfig, resume: bool = False):
+        from openmimo.infer.engine import Engine, SamplingParams
+        from openmimo.model.hf import load_model
+        from openmimo.rewards.pool import RewardPool
+        from openmimo.rl.backends import EngineBackend, PoolRewards
+        from openmimo.rl.rollout import SeamlessRollout
+        from openmimo.rl.sampler import ProblemSampler
+        from openmimo.runtime import init_runtime, run_folder, seed_everything
+        from openmimo.tokenizer import load_tokenizer
+        from openmimo.train.loop import Trainer, build_optimizer
+
+        self.cfg, t = cfg, cfg.train
+        self.rt = init_runtime(t.device, t.dtype)
+        self.run_dir = run_folder(t.out_dir)
+        seed_everything(t.seed)
+        self.tok = load_tokenizer(t.model_path)
+        dev = self.rt.device
+        self.model = load_model(t.model_path, dtype=torch.float32, device=dev)
+        gen_model = load_model(t.model_path, dtype=self.rt.dtype if dev.type == "cuda" else torch.float32, device=dev)
+        self.ref = copy.deepcopy(self.model).eval() if cfg.actor.kl_coef > 0 else None
+        a = cfg.actor
+        self.optimizer = build_optimizer(self.model, a.lr, (0.9, 0.999), 1e-8, a.weight_decay, dev)
+        self.trainer = Trainer(self.model, self.optimizer, self.rt, a.grad_clip)
+        d = cfg.data
+        self.problems, self.data_counts = load_problems(d.train_path, d.kind, self.tok, d.max_prompt_tokens, d.max_problems)
+        self.val = load_problems(d.val_path, d.kind, self.tok, d.max_prompt_tokens, d.val_problems)[0] if d.val_path else []
+        g = cfg.gen
+        self.engine = Engine(gen_model, max_slots=g.max_slots, max_len=g.max_len, seed=t.seed)
+        stop = tuple(x for x in (self.tok.eos_id,) if x is not None)
+        self.params = SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
+                                     stop_ids=stop)
+        self.backend = EngineBackend(self.engine, self.params, seed=t.seed)
+        self.pool = RewardPool(t.reward_workers, timeout=t.reward_timeout)
+        self.rewards = PoolRewards(make_score_fn(d.kind, self.tok, self.pool, t.reward_timeout))
+        self.sampler = ProblemSampler(len(self.problems), seed=t.seed)
+        self.rollout = SeamlessRollout(self.backend, self.rewards, self.sampler, self.problems, cfg.rollout)
+        self.step = 0
+        from openmimo.metrics import Metrics
+
+        self.metrics = Metrics(self.run_dir, total_steps=t.steps, desc="rl")
+        if resume:
+            self._resume()
+        elif (self.run_dir / "metrics.jsonl").exists():
+            (self.run_dir / "metrics.jsonl").unlink()
+
+    def _resume(self) -> None:
+        from openmimo.checkpoint import latest_checkpoint, load_checkpoint
+
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            return
+        state = load_checkpoint(ckpt, self.model, self.optimizer)
+        self.step = state["step"]
+        self.sampler.load_state_dict(state["sampler"])
+        self.rollout.load_state_dict(state["rollout"])
+        self.backend.seed = state["backend_seed"]
+        self.engine.update_weights(self.model)
+        self.metrics.truncate_after(self.step)
+        print(f"[rl] resumed from {ckpt} at step {self.step}")
+
+    def save(self) -> Path:
+        from openmimo.checkpoint import save_checkpoint
+
+        return save_checkpoint(self.run_dir, self.step, self.model, self.optimizer,
+                               {"sampler": self.sampler.state_dict(), "rollout": self.rollout.state_dict(),
+                                "backend_seed": self.backend.seed})
+
+    def validate(self) -> dict:
+        """avg@k and pass@k on the held-out problems, streamed through the engine with async rewards."""
+        import dataclasses
+
+        from openmimo.rl.advantage import summarise_validation
+        from openmimo.rl.rollout import generate_and_score
+
+        if not self.val:
+            return {}
+        t = self.cfg.train
+        saved = self.backend.params
+        self.backend.params = dataclasses.replace(saved, temperature=t.val_temperature)
+        scores = generate_and_score(self.backend, self.rewards, [(p["prompt_ids"], p) for p in self.val], t.val_n)
+        self.backend.params = saved
+        ks = sorted({1, t.val_n})
+        return summarise_validation(scores, ks=ks)
+
+    def update(self, groups) -> dict:
+        """Advantages, then ppo_epochs x mini-batches of Trainer.step with the RL objective."""
+        from openmimo.rl.advantage import group_advantages
+        from openmimo.rl.loss import RLObjective, summarise_step
+
+        a, pad = self.cfg.actor, self.tok.pad_id if self.tok.pad_id is not None else 0
+        advs = [group_advantages([g.rewards], std_floor=a.std_floor)[0] for g in groups]
+        objective = RLObjective(a.clip_ratio_low, a.clip_ratio_high, a.loss_agg_mode, a.kl_coef, a.entropy_coeff)
+        n = self.cfg.rollout.n
+        seqs = build_sequences(groups, advs, pad)
+        if a.recompute_old_logprobs or self.ref is not None:
+            for i in range(0, len(seqs), a.ppo_micro_batch_size_per_gpu):
+                part = seqs[i:i + a.ppo_micro_batch_size_per_gpu]
+                mb = collate(part, pad)
+                if a.recompute_old_logprobs:
+                    lp = _logprobs(self.model, mb)
+                    for s, row in zip(part, lp):
+                        s["old"] = row[: len(s["ids"])].tolist()
+                if self.ref is not None:
+                    lp = _logprobs(self.ref, mb)
+                    for s, row in zip(part, lp):
+                        s["ref"] = row[: len(s["ids"])].tolist()
+        totals: dict = {}
+        gen = torch.Generator().manual_seed(self.cfg.train.seed * 7919 + self.step)
+        updates = 0
+        for _ in range(a.ppo_epochs):
+            order = torch.randperm(len(groups), generator=gen).tolist()
+            for i in range(0, len(order), a.ppo_mini_batch_size):
+                mini = [s for gi in order[i:i + a.ppo_mini_batch_size] for s in seqs[gi * n:(gi + 1) * n]]
+                mbs = []
+                for j in range(0, len(mini), a.ppo_micro_batch_size_per_gpu):
+                    part = mini[j:j + a.ppo_micro_batch_size_per_gpu]
+                    mb = collate(part, pad)
+                    if self.ref is not None:
+                        mb["ref_logprobs"] = collate([{**s, "old": s["ref"]} for s in part], pad)["old_logprobs"]
+                    mbs.append(mb)
+                st = self.trainer.step(mbs, objective, a.lr)
+                updates += 1
+                for k, v in st.items():
+                    totals[k] = totals.get(k, 0.0) + v
+        out = summarise_step(totals, objective.extrema)
+        out.update({"updates": updates, "grad_norm": totals.get("grad_norm", 0.0) / max(updates, 1),
+                    "update_time_s": totals.get("step_time_s", 0.0)})
+        return out
+
+    def train(self) -> dict:
+        t = self.cfg.train
+        t_start = time.time()
+        history = {}
+        if self.step == 0:
+            history["val_start"] = self.validate()
+            self.metrics.log({"val": history["val_start"]}, step=0)
+            print(f"[rl] step 0 validation: {history['val_start']}")
+        last_ckpt = self.step
+        while self.step < t.steps:
+            if t.time_limit_s and time.time() - t_start > t.time_limit_s:
+                print(f"[rl] time limit reached at step {self.step}")
+                break
+            groups, roll = self.rollout.collect()
+            rec = {f"rollout/{k}": v for k, v in roll.items()}
+            if groups:
+                upd = self.update(groups)
+                t0 = time.perf_counter()
+                self.engine.update_weights(self.model)
+                rec["time/weight_sync_s"] = time.perf_counter() - t0
+                rec.update({f"actor/{k}": v for k, v in upd.items()})
+                rec["reward_mean"] = sum(sum(g.rewards) for g in groups) / (len(groups) * self.cfg.rollout.n)
+            self.step += 1
+            rec["loss"] = rec.get("actor/pg_loss", 0.0)
+            self.metrics.log(rec, step=self.step)
+            if t.val_every and self.step % t.val_every == 0 and self.step < t.steps:
+                self.metrics.log({"val": self.validate()}, step=self.step)
+            if t.ckpt_every and self.step % t.ckpt_every == 0:
+                self.save()
+                last_ckpt = self.step
+        if self.step != last_ckpt:
+            self.save()
+        history["val_end"] = self.validate()
+        self.metrics.log({"val_final": history["val_end"]}, step=self.step)
+        self.model.save_pretrained(self.run_dir / "final", tokenizer=self.tok)
+        print(f"[rl] {self.step} steps in {time.time() - t_start:.0f}s; validation {history['val_end']}; "
+              f"model -> {self.run_dir / 'final'}")
+        return history
+
+    def close(self) -> None:
+        self.pool.close()
+        self.metrics.close()
+
+
+def main(cfg: RLConfig, resume: bool = False) -> dict:
+    run = RLRun(cfg, resume=resume)
+    try:
+        return run.train()
+    finally:
+        run.close()
+
+
+def add_arguments(parser):
+    from openmimo.cli import config_args
+
+    config_args(parser, resume=True)
+
+
+def run(args):
+    from openmimo.cli import load_stage_config
+
+    main(load_stage_config(RLConfig, args), resume=args.resume)
