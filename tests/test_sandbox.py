@@ -87,7 +87,7 @@ def test_assert_tests_and_syntax_error(judge):
 
 def test_limits_verdicts(judge):
     v = judge.run("while True: pass", [{"input": "", "output": ""}])
-    assert v[0].status == "time_limit" and v[0].time >= 1.0
+    assert v[0].status == "time_limit" and 1.0 <= v[0].time < 1.5  # precise CPU limit (ITIMER_PROF)
     v = judge.run("x = ' ' * (400 << 20)", [{"input": "", "output": ""}])
     assert v[0].status == "memory_limit"
     small = Limits(time_s=1.0, memory_mb=256, output_bytes=1000)
@@ -172,3 +172,32 @@ def test_cli_judge(tmp_path, judge):
     r = subprocess.run(CLI + ["judge", "--code", str(tmp_path / "nope.py"),
                         "--tests", str(tests)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "file not found" in r.stderr
+
+
+UNPRIVILEGED = """
+from openmimo.rewards.sandbox import Judge
+for backend in ("bwrap", "unshare"):
+    with Judge(workers=1, backend=backend) as j:
+        a = j.run("print(int(input()) * 2)", [{"input": "2", "output": "4"}])[0].status
+        b = j.run("print([l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0])",
+                  [{"input": "", "output": "0000000000000000"}])[0].status  # no capability left
+        c = j.run("while True: pass", [{"input": "", "output": ""}])[0].status
+        print(backend, a, b, c)
+"""
+
+
+def test_unprivileged_user_namespace_mode(tmp_path):
+    """As a normal user the sandboxes run in a user namespace; tests keep the namespace's uid, with no capability."""
+    import os
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not Path("/usr/bin/python3").exists():
+        pytest.skip("needs root (to become nobody), setpriv and a system /usr/bin/python3")
+    cmd = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "env", f"HOME={tmp_path}",
+           f"PYTHONPATH={root}", "/usr/bin/python3", "-c", UNPRIVILEGED]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    if "Permission denied" in r.stderr and "openmimo" in r.stderr:
+        pytest.skip("the checkout is not readable by nobody")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["bwrap", "passed", "passed", "time_limit", "unshare", "passed", "passed", "time_limit"]

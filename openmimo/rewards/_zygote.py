@@ -42,6 +42,20 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _STDIO = None  # (stdin, stdout, stderr) text streams for the test processes, made in _setup
 
 
+def _real_root():
+    """True when we are root of the initial user namespace (so other uids exist to drop to); False in
+    a user namespace that maps only one uid (unprivileged bwrap/unshare), where tests keep our uid."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            first = f.read().split()
+        return os.getuid() == 0 and first[:3] == ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+CAN_SETUID = _real_root()
+
+
 def _fork():
     """fork(2) straight from libc.  This process is single-threaded, so CPython's after-fork work
     (re-initialising thread, import and signal state) is not needed; skipping it makes a test
@@ -100,7 +114,9 @@ def _child(code_obj, test, lim, uid, workdir, res_fd):
                      (resource.RLIMIT_FSIZE, int(lim["output_bytes"])), (resource.RLIMIT_NOFILE, int(lim["nofile"])),
                      (resource.RLIMIT_NPROC, int(lim["nproc"])), (resource.RLIMIT_CORE, 0)):
             resource.setrlimit(r, (v, v))
-        if os.getuid() == 0 and uid:
+        # precise CPU limit (RLIMIT_CPU above has 1 s granularity and stays as the backstop)
+        signal.setitimer(signal.ITIMER_PROF, float(lim["time_s"]) + 0.01)
+        if CAN_SETUID and uid:
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)  # clears the permitted and effective capabilities
@@ -258,7 +274,7 @@ def run_test(code_obj, test, lim, uid, tol):
     os.lseek(fin, 0, os.SEEK_SET)
     workdir = f"{WORK}/t"
     os.mkdir(workdir, 0o700)
-    if os.getuid() == 0 and uid:
+    if CAN_SETUID and uid:
         os.chown(workdir, uid, uid)
     t0 = time.monotonic()
     pid = _fork()
@@ -297,7 +313,7 @@ def run_test(code_obj, test, lim, uid, tol):
     err = _read_fd(ferr, 4096).decode("utf-8", "replace")[-1000:]
     v = {"time": round(cpu, 4), "wall": round(wall, 4), "memory_kb": mem_kb, "exit_code": code, "detail": ""}
     mem_limit_kb = lim["memory_mb"] * 1024
-    if killed_wall or cpu > lim["time_s"] or sig in (signal.SIGXCPU,):
+    if killed_wall or cpu > lim["time_s"] or sig in (signal.SIGXCPU, signal.SIGPROF):
         v["status"] = "time_limit"
         v["detail"] = "wall-clock backstop" if killed_wall and cpu <= lim["time_s"] else "cpu time"
     elif sig == signal.SIGXFSZ or out_size >= lim["output_bytes"]:
