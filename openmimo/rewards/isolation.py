@@ -15,8 +15,9 @@ Backends, tried in this order by ``backend="auto"``:
 When the judge runs as root, the zygote keeps CAP_SETUID/SETGID/KILL/SYS_ADMIN inside the
 sandbox (to mount its size-limited tmpfs, to drop each test to an unprivileged uid and to sweep
 leftover processes); the test processes themselves run with no capability at all.  As a normal
-user, bwrap/unshare use a user namespace, the tests keep the caller's uid inside it and drop
-every capability (so a hostile test *can* signal the zygote; the judge then restarts the sandbox).
+user, bwrap/unshare use a user namespace that maps a single uid; the tests keep that uid and drop
+every capability (so a hostile test *can* signal the zygote; the judge then restarts the sandbox
+and reports a runtime error).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ import sys
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from openmimo.rewards.isolation import IsolationUnavailable, SandboxDied, SandboxProcess, resolve_backend
