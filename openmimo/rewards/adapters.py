@@ -156,7 +156,8 @@ def make_trl_code_reward(tests_key: str = "tests", levels_key: str = "test_level
         levels = kwargs.get(levels_key) or [None] * len(completions)
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=max(1, len(completions))) as ex:  # the judge itself is parallel
+        # threads only wait on the judge, which runs the programs in parallel in its sandboxes
+        with ThreadPoolExecutor(max_workers=max(1, min(64, len(completions)))) as ex:
             res = ex.map(lambda a: score_code(_text(a[0]), a[1], a[2], scheme).score, zip(completions, tests, levels))
             return [float(x) for x in res]
 

@@ -53,8 +53,8 @@ def answer_section(response: str, think_end: str | None = "</think>", require_th
     if think_end in response:
         return response.rsplit(think_end, 1)[1]
     if "<think>" in response and require_think_end:
-        return None
-    return response if not require_think_end or "<think>" not in response else None
+        return None  # the reasoning block was opened and never closed
+    return response
 
 
 def extract_answer(response: str, think_end: str | None = "</think>", require_think_end: bool = True) -> str | None:
