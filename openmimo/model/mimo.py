@@ -151,6 +151,23 @@ def _folded_gqa_attention(q, k, v, mask):
     return y.reshape(B, H, T, D)
 
 
+def _ce_sum_correct(logits: torch.Tensor, targets: torch.Tensor):
+    """Summed cross-entropy (float32) over non-ignored targets, and the arg-max hit count."""
+    flat = logits.reshape(-1, logits.shape[-1]).float()
+    t = targets.reshape(-1)
+    s = F.cross_entropy(flat, t, ignore_index=IGNORE_INDEX, reduction="sum")
+    with torch.no_grad():
+        correct = ((flat.argmax(-1) == t) & (t != IGNORE_INDEX)).sum()
+    return s, correct
+
+
+def _ce_compiled():
+    """The loss above, compiled on first use (fuses the float32 upcast into the reduction)."""
+    if "ce" not in _FLEX:
+        _FLEX["ce"] = torch.compile(_ce_sum_correct, dynamic=True)
+    return _FLEX["ce"]
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: MiMoConfig, layer_idx: int):
         super().__init__()
@@ -336,16 +353,14 @@ class MiMoForCausalLM(nn.Module):
             out.num_targets.append(0)
             out.num_correct.append(0)
             return zero
-        tgt = labels[:, shift:]
         valid = target_mask(labels, attention_mask, doc, shift)
-        lg = logits[:, : T - shift]
-        flat_valid = valid.reshape(-1)
-        sel = lg.reshape(-1, lg.shape[-1])[flat_valid].float()
-        tsel = tgt.reshape(-1)[flat_valid]
-        s = F.cross_entropy(sel, tsel, reduction="sum")
-        n = int(flat_valid.sum())
-        with torch.no_grad():
-            correct = int((sel.argmax(-1) == tsel).sum()) if n else 0
+        # Targets aligned with every position (the last `shift` have none), invalid ones ignored:
+        # no copy of the (B, T, V) logits is made to select rows.
+        tgt = F.pad(labels[:, shift:].masked_fill(~valid, IGNORE_INDEX), (0, shift), value=IGNORE_INDEX)
+        ce = _ce_compiled() if logits.is_cuda else _ce_sum_correct
+        s, correct = ce(logits, tgt)
+        n = int(valid.sum())
+        correct = int(correct)
         out.loss_sums.append(s)
         out.num_targets.append(n)
         out.num_correct.append(correct)
