@@ -26,7 +26,7 @@ def _guard(body: str) -> str:
     return f"try:\n{lines}\n    print('escaped')\nexcept BaseException as e:\n    print('blocked')\n"
 
 
-def hostile_programs(canary: Path, port: int, marker: str) -> list[tuple[str, str, set, dict]]:
+def hostile_programs(canary: Path, port: int, marker: str, udp_port: int) -> list[tuple[str, str, set, dict]]:
     """(name, code, accepted verdicts, test)"""
     M = marker
     cases = [
@@ -54,6 +54,12 @@ def hostile_programs(canary: Path, port: int, marker: str) -> list[tuple[str, st
         ("read_shadow", _guard("open('/etc/shadow').read()"), {"passed"}, OK),
         ("socket_to_listener", _guard(f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
                                       "s.sendall(b'pwned')"), {"passed"}, OK),
+        # sendto succeeds inside the sandbox's own loopback; the check is that nothing reaches the host's
+        ("udp_to_listener", "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ntry:\n"
+         f"    s.sendto(b'pwned', ('127.0.0.1', {udp_port}))\nexcept OSError:\n    pass\nprint('blocked')\n",
+         {"passed"}, OK),
+        ("only_loopback", "import socket\nprint('blocked' if [n for _, n in socket.if_nameindex()] == ['lo'] else 'escaped')\n",
+         {"passed"}, OK),
         ("daemon_outlives", "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
          f"        time.sleep(30)\n        open({str(canary)!r}, 'w').write('late')\n    os._exit(0)\n"
          "print('blocked')\n", {"passed"}, OK),
@@ -140,7 +146,10 @@ def test_hostile_programs(judge, tmp_path):
 
     th = threading.Thread(target=accept, daemon=True)
     th.start()
-    cases = hostile_programs(canary, port, marker)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.setblocking(False)
+    cases = hostile_programs(canary, port, marker, udp.getsockname()[1])
     assert len(cases) >= 30
     futs = [judge.submit(code, [test]) for _, code, _, test in cases]
     results = [f.result(timeout=120) for f in futs]
@@ -152,6 +161,9 @@ def test_hostile_programs(judge, tmp_path):
     # nothing outside changed
     assert canary.read_text() == "intact"
     assert connections == []
+    with pytest.raises(BlockingIOError):  # no datagram arrived either
+        udp.recv(100)
+    udp.close()
     for d in ("/usr", "/tmp", str(ROOT)):
         assert not (Path(d) / marker).exists()
     # no process survives (the daemon included), within a moment
