@@ -74,3 +74,11 @@ def test_mbpp_and_livecodebench_samples_end_to_end():
         tests = parse_tests({"test_list": rec["test_list"]})
         sol = "<think></think>```python\n" + rec["canonical_solution"] + "\n```"
         assert adapters.score_code(sol, tests, scheme="binary").score == 1.0, labels
+
+
+def test_submit_code_reward_is_async_and_never_raises():
+    futs = [adapters.submit_code_reward(SQUARE, TESTS), adapters.submit_code_reward(HALF, TESTS, scheme="binary"),
+            adapters.submit_code_reward("no code", TESTS), adapters.submit_code_reward(SQUARE, 42)]
+    res = [f.result(timeout=60) for f in futs]
+    assert [r.score for r in res] == [1.0, 0.0, 0.0, 0.0]
+    assert res[0].reason == "4/4 tests passed (soft)" and res[3].reason.startswith("bad tests")

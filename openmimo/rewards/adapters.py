@@ -114,6 +114,44 @@ def score_code(completion: str, tests, levels=None, scheme: str = "soft", level_
     return RewardResult(score, f"{n}/{len(verdicts)} tests passed ({scheme})")
 
 
+def submit_code_reward(completion: str, tests, levels=None, scheme: str = "soft", level_scores=None, judge=None,
+                       limits=None):
+    """Asynchronous :func:`score_code`: a Future[RewardResult] that never raises.
+
+    Prefer this to wrapping ``score_code`` in a :class:`~openmimo.rewards.pool.RewardPool`: the judge
+    already runs programs in parallel, isolated and time-limited, so no extra process is needed (a
+    pool worker would start its own judge, one sandbox per core, in every worker)."""
+    from concurrent.futures import Future
+
+    from openmimo.rewards.sandbox import default_judge
+
+    out: Future = Future()
+    code = extract_code(completion)
+    if code is None:
+        out.set_result(RewardResult(0.0, "no fenced Python code block after the reasoning block"))
+        return out
+    try:
+        tl = tests_from_record(tests)
+        if any(t.get("fn") for t in tl):
+            code = CALL_PRELUDE + code
+        fut = (judge or default_judge()).submit(code, tl, limits, stop_early=(scheme == "binary"))
+    except (ValueError, TypeError, SyntaxError) as e:
+        out.set_result(RewardResult(0.0, f"bad tests: {e}"[:200]))
+        return out
+
+    def done(f):
+        try:
+            v = f.result()
+            n = sum(x.passed for x in v)
+            out.set_result(RewardResult(code_reward(v, levels, scheme, level_scores),
+                                        f"{n}/{len(v)} tests passed ({scheme})"))
+        except Exception as e:  # noqa: BLE001 -- a reward never raises
+            out.set_result(RewardResult(0.0, f"error: {type(e).__name__}: {e}"[:200]))
+
+    fut.add_done_callback(done)
+    return out
+
+
 def _is_code_source(data_source: str) -> bool:
     ds = (data_source or "").lower()
     return any(k in ds for k in CODE_SOURCES)
