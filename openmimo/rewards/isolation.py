@@ -89,13 +89,7 @@ def unshare_command(python: str, zygote: str, tmp_mb: int) -> list[str]:
     return cmd + [sys.executable, "-I", str(UNSHARE_ROOT), python, zygote, str(tmp_mb)]
 
 
-def plain_command(python: str, zygote: str, tmp_mb: int) -> list[str]:
-    import tempfile
-
-    return [python, "-I", zygote, str(tmp_mb), tempfile.mkdtemp(prefix="openmimo-judge-"), "0"]
-
-
-COMMANDS = {"bwrap": bwrap_command, "unshare": unshare_command, "none": plain_command}
+COMMANDS = {"bwrap": bwrap_command, "unshare": unshare_command}
 
 
 @lru_cache(maxsize=None)
@@ -139,7 +133,14 @@ class SandboxProcess:
     def __init__(self, backend: str, python: str | None = None, tmp_mb: int = 256, start_timeout: float = 30.0):
         self.backend = backend
         python = python or sys.executable
-        cmd = COMMANDS[backend](python, str(ZYGOTE), tmp_mb)
+        self._tmpdir = None
+        if backend == "none":  # unisolated (opt-in): a private host directory instead of the sandbox's /tmp
+            import tempfile
+
+            self._tmpdir = tempfile.mkdtemp(prefix="openmimo-judge-")
+            cmd = [python, "-I", str(ZYGOTE), str(tmp_mb), self._tmpdir, "0"]
+        else:
+            cmd = COMMANDS[backend](python, str(ZYGOTE), tmp_mb)
         env = {"PATH": "/usr/bin:/bin"} if backend != "none" else {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, start_new_session=True, close_fds=True)
@@ -205,3 +206,5 @@ class SandboxProcess:
                 f.close()
             except OSError:
                 pass
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
