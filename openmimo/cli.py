@@ -93,4 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the package module so that `python -m openmimo.cli` and stages share one
+    # UsageError class (this file's own copy, as __main__, would be a different class).
+    from openmimo.cli import main as _main
+
+    sys.exit(_main())
