@@ -10,8 +10,8 @@ For each batch size B the engine runs with ``max_slots=B`` over the same ``--num
 
 - Warm-up excluded: each engine first generates one request (no stop token) that starts at the
   shortest prompt's length and runs to the longest prompt + ``--new-tokens``, so every attention-length
-  bucket the timed runs can use is compiled before timing (on GPU); counters and SpecStats are reset
-  after it.
+  bucket the timed runs can use is compiled before timing (on GPU), then every prompt is prefilled
+  once (first-call kernel set-up of each prompt length); counters and SpecStats are reset after it.
 - Speed: *decode* tokens/s, as bench/bench_decode.py: (generated tokens - one per sequence, which
   comes from the prefill) / time inside the engine's decode steps (drafting + verify + one host sync
   per step; prefill excluded).  The end-to-end rate (all generated tokens / wall time of
@@ -221,7 +221,12 @@ def main(argv=None) -> int:
             # (compiles every attention-length bucket; without compilation a few steps are enough)
             warm = prompts[lens.index(min(lens))]
             n_warm = max_len - len(warm) if compile else min(4, max_len - len(warm))
+            t_warm = time.perf_counter()
             engine.generate([warm], SamplingParams(max_new_tokens=n_warm, temperature=0, seed=0))
+            engine.generate(prompts, SamplingParams(max_new_tokens=2, temperature=0, seed=0))  # prefill shapes
+            sync(device)
+            print(f"batch {b} k {k}: warm-up (compilation) {time.perf_counter() - t_warm:.1f} s",
+                  file=sys.stderr, flush=True)
             for temp in args.temperatures:
                 r = timed_run(engine, prompts, temp, new_tokens, stop_ids)
                 r.update(batch=b, k=k, temperature=temp)
