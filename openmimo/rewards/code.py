@@ -137,22 +137,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_jsonl(path: Path):
-    from openmimo.config import ConfigError
+    from openmimo.jsonl import iter_jsonl
 
-    if not path.is_file():
-        raise ConfigError(f"file not found: {path}")
-    out = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{n}: not valid JSON: {e}") from None
-        if not isinstance(rec, dict):
-            raise ConfigError(f"{path}:{n}: expected a JSON object")
-        out.append((n, rec))
-    return out
+    return list(iter_jsonl(path))
 
 
 def run(args) -> int:

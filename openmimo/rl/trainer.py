@@ -17,7 +17,6 @@ Simplified: one process, one device; no reference model (kl_coef > 0 keeps a fro
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -107,18 +106,11 @@ def load_problems(path: str, kind: str, tokenizer, max_prompt_tokens: int, limit
     """JSONL -> problem dicts with ``prompt_ids``; returns (problems, counts of kept/dropped and why)."""
     from openmimo.config import ConfigError
     from openmimo.data.world_math import math_prompt
+    from openmimo.jsonl import iter_jsonl
 
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"problem file not found: {p}")
     out, counts = [], {"kept": 0, "too_long": 0}
-    for ln, line in enumerate(p.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p}:{ln}: not valid JSON: {e}") from None
+    for ln, rec in iter_jsonl(p, what="problem file"):
         if kind == "math":
             if "problem" not in rec or "answer" not in rec:
                 raise ConfigError(f"{p}:{ln}: a math record needs 'problem' and 'answer'")

@@ -8,29 +8,14 @@ names token-shard folders and ``data.tokenizer`` a tokenizer folder.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch.distributed as dist
 
 from openmimo.config import ConfigError
+from openmimo.jsonl import read_jsonl
 
 WORLD_SOURCES = ("web", "math", "code", "reasoning")
-
-
-def _read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
-    out = []
-    with path.open() as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{i}: malformed JSON ({e.msg})") from None
-            if limit and len(out) >= limit:
-                break
-    return out
 
 
 def _prepare_world(cfg, data_dir: Path) -> None:
@@ -42,7 +27,7 @@ def _prepare_world(cfg, data_dir: Path) -> None:
     make_world(world, seed=cfg.train.seed, scale=cfg.data.world_scale)
     texts = []
     for src in WORLD_SOURCES:
-        texts.extend(r["text"] for r in _read_jsonl(world / "text" / f"{src}.train.jsonl"))
+        texts.extend(r["text"] for r in read_jsonl(world / "text" / f"{src}.train.jsonl"))
     tok = train_tokenizer(texts, vocab_size=cfg.data.tokenizer_vocab)
     tok.save(data_dir / "tokenizer")
     for src in WORLD_SOURCES:
@@ -70,8 +55,8 @@ def prepare_data(cfg, run_dir: Path, rt):
         dist.barrier()
     tok = load_tokenizer(data_dir / "tokenizer")
     world = data_dir / "world"
-    eval_data["math"] = _read_jsonl(world / "math" / "test.jsonl")
-    eval_data["texts"] = [r["text"] for src in ("math", "web") for r in _read_jsonl(world / "text" / f"{src}.val.jsonl", 32)]
+    eval_data["math"] = read_jsonl(world / "math" / "test.jsonl")
+    eval_data["texts"] = [r["text"] for src in ("math", "web") for r in read_jsonl(world / "text" / f"{src}.val.jsonl", 32)]
     needed = {k for s in cfg.stages for k in s.mixture}
     unknown = needed - set(WORLD_SOURCES)
     if unknown:

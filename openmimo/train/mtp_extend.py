@@ -91,7 +91,8 @@ def main(cfg: MTPExtendConfig) -> dict:
     from openmimo.runtime import init_runtime, run_folder, seed_everything
     from openmimo.data.mixture_loader import MixtureLoader
     from openmimo.tokenizer import load_tokenizer
-    from openmimo.train.data import WORLD_SOURCES, _read_jsonl
+    from openmimo.jsonl import read_jsonl
+    from openmimo.train.data import WORLD_SOURCES
     from openmimo.train.evaluate import mtp_accuracy
     from openmimo.train.loop import Trainer, build_optimizer
     from openmimo.train.schedule import lr_at
@@ -117,7 +118,7 @@ def main(cfg: MTPExtendConfig) -> dict:
     for src in ("math", "web"):
         p = world / "world" / "text" / f"{src}.val.jsonl"
         if p.is_file():
-            texts += [r["text"] for r in _read_jsonl(p, 32)]
+            texts += [r["text"] for r in read_jsonl(p, 32)]
     stage = cfg.stages[0]
     base.config.rope_theta = stage.rope_theta if cfg.stages else base.config.rope_theta
     model = extend_model(base, cfg.num_mtp_layers)
