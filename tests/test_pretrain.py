@@ -133,3 +133,33 @@ def test_empty_and_malformed_corpus_files_are_named(tmp_path):
     bad.write_text('{"text": "ok"}\n{"text": oops}\n')
     with pytest.raises(ConfigError, match=r"bad\.jsonl.*2"):
         tokenize_to_shards([bad], tok, tmp_path / "s2")
+
+
+def test_mtp_extend_trains_only_the_new_layers(prepared, tmp_path):
+    import torch
+
+    import openmimo
+
+    r = _cli(_args(prepared, tmp_path / "base", ["train.max_steps=3", "train.ckpt_every=0"]))
+    out, _ = r.communicate(timeout=300)
+    assert r.returncode == 0, out
+    src = {s: str(prepared / "shards" / s) for s in ("web", "math")}
+    r = _cli(["mtp-extend", f"init={tmp_path / 'base' / 'final'}", "num_mtp_layers=3", f"data.sources={json.dumps(src)}",
+              "stages=[{tokens: 2048, seq_len: 32, rope_theta: 40000.0, mixture: {web: 0.5, math: 0.5}}]",
+              "batch.batch_size=8", "batch.micro_batch_size=8", f"train.out_dir={tmp_path / 'ext'}"])
+    out, _ = r.communicate(timeout=300)
+    assert r.returncode == 0, out
+    assert "per-depth MTP accuracy" in out
+    base = openmimo.load_model(tmp_path / "base" / "final")
+    ext = openmimo.load_model(tmp_path / "ext" / "final")
+    assert ext.config.num_nextn_predict_layers == 3
+    b, e = base.state_dict(), ext.state_dict()
+    for k, v in b.items():  # main model and depth 1 frozen
+        assert torch.equal(v, e[k]), k
+    d1 = {k.split(".", 3)[3]: v for k, v in e.items() if k.startswith("model.mtp_layers.0.")}
+    for depth in (1, 2):  # new depths started as copies of depth 1 and were trained
+        dk = {k.split(".", 3)[3]: v for k, v in e.items() if k.startswith(f"model.mtp_layers.{depth}.")}
+        assert dk.keys() == d1.keys()
+        assert any(not torch.equal(dk[n], d1[n]) for n in dk)
+    final = [json.loads(x) for x in (tmp_path / "ext" / "metrics.jsonl").read_text().splitlines()][-1]["final"]
+    assert len(final["acc_after"]) == 4  # main + 3 depths
