@@ -263,8 +263,8 @@ class ModelOutput:
     mtp_losses: list = field(default_factory=list)  # mean loss per MTP depth (depth 1 first)
     hidden_states: torch.Tensor | None = None  # last hidden state before the final norm (B, T, d)
     loss_sums: list = field(default_factory=list)  # summed losses: [main, depth1, ...] (for global normalisation)
-    num_targets: list = field(default_factory=list)  # valid targets: [main, depth1, ...]
-    num_correct: list = field(default_factory=list)  # argmax hits: [main, depth1, ...] (no grad)
+    num_targets: list = field(default_factory=list)  # valid targets: [main, depth1, ...] (0-dim tensors)
+    num_correct: list = field(default_factory=list)  # argmax hits: [main, depth1, ...] (0-dim tensors, no grad)
 
 
 class MiMoForCausalLM(nn.Module):
@@ -359,12 +359,11 @@ class MiMoForCausalLM(nn.Module):
         tgt = F.pad(labels[:, shift:].masked_fill(~valid, IGNORE_INDEX), (0, shift), value=IGNORE_INDEX)
         ce = _ce_compiled() if logits.is_cuda else _ce_sum_correct
         s, correct = ce(logits, tgt)
-        n = int(valid.sum())
-        correct = int(correct)
+        n = valid.sum()  # kept on the device: no host sync (and no graph break) inside forward
         out.loss_sums.append(s)
         out.num_targets.append(n)
         out.num_correct.append(correct)
-        return s / max(n, 1)
+        return s / n.clamp(min=1)
 
     def mtp_forward(self, depth: int, prev_hidden, next_ids, position_ids, kv_cache=None, mask=None):
         """One MTP depth (1-based) for drafting: returns (hidden for depth+1, logits)."""

@@ -57,8 +57,8 @@ def mtp_accuracy(model, tokenizer, texts: list[str], seq_len: int = 256, device=
         x = torch.tensor([ids], device=device)
         out = model(x, labels=x)
         for d in range(n_depth):
-            correct[d] += out.num_correct[d]
-            total[d] += out.num_targets[d]
+            correct[d] += int(out.num_correct[d])
+            total[d] += int(out.num_targets[d])
     return [c / max(n, 1) for c, n in zip(correct, total)]
 
 
