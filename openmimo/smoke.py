@@ -109,7 +109,9 @@ def main(cfg: SmokeConfig) -> dict:
             print(f"[smoke] step {step:3d}  loss {last:.3f}  mtp [{mtp}]")
     model.eval()
     ckpt = out / "checkpoint"
-    model.save_pretrained(ckpt, tokenizer=tok)
+    from openmimo.model.parallel import CONFIG_FILE, config_yaml
+
+    model.save_pretrained(ckpt, tokenizer=tok, extra_files={CONFIG_FILE: config_yaml(cfg)})
     reloaded = load_model(ckpt)
     probe = torch.tensor([tok.encode(cfg.prompt)])
     with torch.no_grad():

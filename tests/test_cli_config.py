@@ -114,3 +114,4 @@ def test_smoke_runs_end_to_end(tmp_path):
     assert (tmp_path / "checkpoint" / "config.json").is_file()
     assert (tmp_path / "checkpoint" / "tokenizer.json").is_file()
     assert (tmp_path / "config.yaml").is_file()
+    assert "steps: 3" in (tmp_path / "checkpoint" / "openmimo_config.yaml").read_text()

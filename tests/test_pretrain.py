@@ -79,6 +79,14 @@ def test_killed_run_resumes_with_the_same_loss_curve(prepared, tmp_path):
     # the final export is a HF-layout checkpoint with the last stage's RoPE theta
     cfg = json.loads((run / "final" / "config.json").read_text())
     assert cfg["rope_theta"] == 40000.0 and cfg["num_nextn_predict_layers"] == 1
+    # the resolved config travels with the run folder, every checkpoint and the export
+    import torch
+    import yaml
+
+    assert yaml.safe_load((run / "config.yaml").read_text())["batch"]["batch_size"] == 8
+    assert yaml.safe_load((run / "final" / "openmimo_config.yaml").read_text())["stages"][1]["name"] == "b"
+    ckpt = sorted((run / "checkpoints").iterdir())[-1]
+    assert torch.load(ckpt / "state.pt", weights_only=False)["config"]["optim"]["warmup_tokens"] == 300
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     stages = [r["stage"] for r in recs if "stage" in r]
     assert stages[0] == "a" and stages[-1] == "b"

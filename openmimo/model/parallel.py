@@ -65,6 +65,17 @@ def build_parallel_model(cfg, rt, seed: int = 0, compile: bool = False,
     return model
 
 
+CONFIG_FILE = "openmimo_config.yaml"  # the resolved stage config, written into every exported checkpoint
+
+
+def config_yaml(cfg) -> str:
+    import yaml
+
+    from openmimo.config import to_dict
+
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
 def full_state_dict(model: nn.Module) -> dict:
     """The unsharded state dict on CPU (collective under FSDP2)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -79,6 +90,6 @@ def export_hf(model: nn.Module, path, tokenizer, cfg, rt) -> None:
         dtype = getattr(torch, cfg.model.torch_dtype)
         out = build_model(cfg.model, device="cpu", dtype=dtype, init=False)
         out.load_state_dict({k: v.to(dtype) for k, v in sd.items()})
-        out.save_pretrained(path, tokenizer=tokenizer)
+        out.save_pretrained(path, tokenizer=tokenizer, extra_files={CONFIG_FILE: config_yaml(cfg)})
     if rt.distributed:
         torch.distributed.barrier()

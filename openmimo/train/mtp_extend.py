@@ -149,7 +149,9 @@ def main(cfg: MTPExtendConfig) -> dict:
     after = mtp_accuracy(model, tok, texts, seq_len=stage.seq_len, device=rt.device)
     for p in model.parameters():
         p.requires_grad_(True)
-    model.save_pretrained(run_dir / "final", tokenizer=tok)
+    from openmimo.model.parallel import CONFIG_FILE, config_yaml
+
+    model.save_pretrained(run_dir / "final", tokenizer=tok, extra_files={CONFIG_FILE: config_yaml(cfg)})
     result = {"steps": step, "tokens": tokens, "time_s": time.time() - t0,
               "acc_before": before, "acc_after": after}
     metrics.log({"final": result}, step=step)

@@ -60,7 +60,7 @@ def flops_per_token(model_cfg, seq_len: int) -> float:
 
 def main(cfg: PretrainConfig, resume: bool = False) -> dict:
     from openmimo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-    from openmimo.config import dump
+    from openmimo.config import dump, to_dict
     from openmimo.metrics import Metrics
     from openmimo.model.parallel import build_parallel_model
     from openmimo.runtime import init_runtime, run_folder, seed_everything
@@ -105,7 +105,8 @@ def main(cfg: PretrainConfig, resume: bool = False) -> dict:
     def checkpoint():
         nonlocal last_ckpt_step
         save_checkpoint(run_dir, step, model, optimizer,
-                        {"tokens": tokens, "loader": loader.state_dict()}, keep=cfg.train.keep_checkpoints)
+                        {"tokens": tokens, "loader": loader.state_dict(), "config": to_dict(cfg)},
+                        keep=cfg.train.keep_checkpoints)
         last_ckpt_step = step
 
     while True:
