@@ -2,9 +2,10 @@
 
 The model keeps float32 master weights; compute runs under autocast (bf16 on GPU), and under
 FSDP2 parameters are gathered in bf16 with float32 gradient reduction.  All ranks build and
-initialise the full model from the same seed before sharding, so a sharded run starts from
-exactly the single-process weights (simple and exact; a 7B model fits one GPU in bf16 for this
-moment — a meta-device sharded init is the next step for larger models).
+initialise the full model on their device from the same seed before sharding, so a sharded run
+starts from exactly the single-device weights (simple and exact: a 7B model's float32 weights,
+28 GB, fit one 80 GB GPU for this moment — a meta-device sharded init is the next step for
+larger models).
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def apply_fsdp(model: MiMoForCausalLM, rt) -> None:
 
 def build_parallel_model(cfg, rt, seed: int = 0, compile: bool = False,
                          activation_checkpointing: bool = False) -> MiMoForCausalLM:
-    model = build_model(cfg, device="cpu" if rt.distributed else rt.device, dtype=torch.float32, seed=seed)
+    # Every rank initialises the full model on its own device from the same seed (the same RNG
+    # stream as a one-device run), then shards it.
+    model = build_model(cfg, device=rt.device, dtype=torch.float32, seed=seed)
     if activation_checkpointing:
         apply_activation_checkpointing(model)
     if compile:
