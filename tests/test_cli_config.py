@@ -115,3 +115,11 @@ def test_smoke_runs_end_to_end(tmp_path):
     assert (tmp_path / "checkpoint" / "tokenizer.json").is_file()
     assert (tmp_path / "config.yaml").is_file()
     assert "steps: 3" in (tmp_path / "checkpoint" / "openmimo_config.yaml").read_text()
+
+
+@pytest.mark.parametrize("stage", sorted(__import__("openmimo.cli", fromlist=["STAGES"]).STAGES))
+def test_every_stage_has_help(stage, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([stage, "--help"])
+    assert e.value.code == 0
+    assert f"openmimo {stage}" in capsys.readouterr().out
