@@ -26,6 +26,7 @@ def _stage():
 class MTPExtendConfig:
     init: str = "runs/tiny/final"  # HF-layout checkpoint with >= 1 trained MTP layer (a pre-training run's final/)
     num_mtp_layers: int = 3  # K: MTP layers after extension
+    keep_rope_theta: bool = True  # use the checkpoint's RoPE theta (true) or stages[0].rope_theta (false)
     data: DataConfig = field(default_factory=lambda: DataConfig(world=False))  # "" sources = the init run's shards
     stages: list[StageConfig] = field(default_factory=_stage)  # one stage: tokens, seq_len, rope_theta, mixture
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, min_lr=2e-4, warmup_tokens=10_000,
@@ -120,7 +121,8 @@ def main(cfg: MTPExtendConfig) -> dict:
         if p.is_file():
             texts += [r["text"] for r in read_jsonl(p, 32)]
     stage = cfg.stages[0]
-    base.config.rope_theta = stage.rope_theta if cfg.stages else base.config.rope_theta
+    if not cfg.keep_rope_theta:
+        base.config.rope_theta = stage.rope_theta
     model = extend_model(base, cfg.num_mtp_layers)
     model.eval()
     before = mtp_accuracy(model, tok, texts, seq_len=stage.seq_len, device=rt.device)
