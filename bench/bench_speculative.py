@@ -109,11 +109,7 @@ def read_prompts(path, tok, limit: int, max_prompt_len: int) -> list[list[int]]:
 
 
 def reset(engine) -> None:
-    from openmimo.infer.speculative import SpecStats
-
-    for key, v in engine.counters.items():
-        engine.counters[key] = 0.0 if isinstance(v, float) else 0
-    engine.spec_stats = SpecStats(engine.k)
+    engine.reset_stats()
 
 
 def timed_run(engine, prompts, temperature: float, new_tokens: int, stop_ids: tuple) -> dict:

@@ -265,6 +265,12 @@ class Engine:
                 progress(done)
         return [acc[r] for r in rids]
 
+    def reset_stats(self) -> None:
+        """Zero the counters and speculative statistics (e.g. after a benchmark's warm-up)."""
+        for key, v in self.counters.items():
+            self.counters[key] = 0.0 if isinstance(v, float) else 0
+        self.spec_stats = SpecStats(self.k)
+
     def metrics(self) -> dict:
         """Counters for monitoring (throughput, queue, acceptance)."""
         c = dict(self.counters)
