@@ -122,3 +122,24 @@ def test_collate_right_pads_and_masks_responses():
     assert mb["response_mask"].tolist() == [[0, 1, 1], [0, 1, 0]]
     assert mb["old_logprobs"].tolist() == [[0, -1, -2], [0, -0.5, 0]]
     assert mb["advantages"].tolist() == [1.5, -1.5]
+
+
+def test_code_reward_in_rl_judges_world_records_with_their_function_names():
+    """World code records (LiveCodeBench fields, functional and stdin) score 1 with the reference
+    solution and less with a wrong program; a full pass is exactly 1.0 (the pass threshold)."""
+    from types import SimpleNamespace
+
+    from openmimo.data.world import generate
+    from openmimo.rl.trainer import make_score_fn
+    from openmimo.tokenizer import train_tokenizer
+
+    recs = generate(seed=0, scale=0.05)["files"]["code/train.jsonl"]
+    kinds = {r["testtype"]: r for r in recs}
+    assert set(kinds) == {"functional", "stdin"}
+    tok = train_tokenizer(["def f(x):\n    return x\n"] * 10, vocab_size=300)
+    score = make_score_fn("code", tok, None, 10.0)
+    for r in kinds.values():
+        good = "<think>ok</think>\n```python\n" + r["solution"] + "\n```"
+        bad = "<think>ok</think>\n```python\nprint(-12345)\n```"
+        assert score(r, SimpleNamespace(token_ids=tok.encode(good))).result(timeout=120).score == 1.0
+        assert score(r, SimpleNamespace(token_ids=tok.encode(bad))).result(timeout=120).score < 1.0

@@ -64,11 +64,23 @@ def _args_of(inp):
     return [json.loads(line) for line in str(inp).split("\n") if line.strip()]
 
 
+def _functional(test: dict, fn) -> dict:
+    """{input, output, testtype: functional} + the function name -> a call-based judge test."""
+    if test.get("testtype") != "functional" or "fn" in test:
+        return test
+    if not fn or fn == "None":
+        raise ValueError("a functional test needs the record's fn_name (or metadata.func_name)")
+    extra = {k: v for k, v in test.items() if k not in ("input", "output", "testtype")}
+    return {"fn": fn, "args": _args_of(test["input"]), "expected": _maybe_json(test["output"]), **extra}
+
+
 def tests_from_record(gt) -> list[dict]:
     """Any supported test format (see the module docstring) -> the judge's list of test dicts."""
     gt = _maybe_json(gt)
     if isinstance(gt, dict) and "tests" in gt:
-        return tests_from_record(gt["tests"])
+        # A LiveCodeBench-style record: its functional tests need the record's function name.
+        fn = gt.get("fn_name") or (_maybe_json(gt.get("metadata")) or {}).get("func_name")
+        return [_functional(t, fn) for t in tests_from_record(gt["tests"])]
     if isinstance(gt, dict) and "inputs" in gt and "outputs" in gt:
         ins, outs = _maybe_json(gt["inputs"]), _maybe_json(gt["outputs"])
         fn = gt.get("fn_name")

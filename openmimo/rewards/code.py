@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -121,9 +122,10 @@ def code_reward(passed, levels=None, scheme: str = "soft", level_scores: dict | 
             if not all(o for o, l_ in zip(ok, lv) if l_ == lvl):
                 break
             total += scores.get(lvl, 0.0)
-        return total
+        return round(total, 12)
     size = {lvl: lv.count(lvl) for lvl in set(lv)}
-    return float(sum(scores.get(l_, 0.0) / size[l_] for o, l_ in zip(ok, lv) if o))
+    # Exactly-rounded sum: a full pass scores 1.0, not 0.9999999999999999 (pass thresholds compare with 1).
+    return round(math.fsum(scores.get(l_, 0.0) / size[l_] for o, l_ in zip(ok, lv) if o), 12)
 
 
 # -- CLI: openmimo calibrate-tests ----------------------------------------------------------------

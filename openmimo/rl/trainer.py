@@ -134,22 +134,19 @@ def load_problems(path: str, kind: str, tokenizer, max_prompt_tokens: int, limit
 
 
 def make_score_fn(kind: str, tokenizer, pool, timeout: float):
-    """(problem, Finished) -> Future[RewardResult], scored in the reward pool's processes."""
-    from concurrent.futures import Future
-
+    """(problem, Finished) -> Future[RewardResult]: math in the reward pool's processes, code in the judge."""
     from openmimo.rewards.math import submit_math_reward
 
     def score(problem, fin):
         text = tokenizer.decode(fin.token_ids, skip_special_tokens=True)
         if kind == "math":
             return submit_math_reward(text, problem["answer"], pool=pool, timeout=timeout)
-        from openmimo.rewards.adapters import score_code
+        # Code goes straight to the judge, which already runs tests in parallel, isolated and
+        # time-limited; a pool worker would start a judge (a sandbox per core) of its own.
+        from openmimo.rewards.adapters import submit_code_reward
 
-        if pool is None:
-            f = Future()
-            f.set_result(score_code(text, problem["tests"], levels=problem.get("test_levels")))
-            return f
-        return pool.submit(score_code, text, problem["tests"], problem.get("test_levels"), timeout=timeout)
+        record = {k: problem[k] for k in ("tests", "fn_name", "metadata") if k in problem}
+        return submit_code_reward(text, record, levels=problem.get("test_levels"))
 
     return score
 
