@@ -106,7 +106,7 @@ def test_bad_data_and_config_errors(ckpt, tmp_path):
     with pytest.raises(ConfigError, match="bad.jsonl:2"):
         load_problems(str(bad), "math", tok, 100)
     probs, counts = load_problems(str(ckpt / "train.jsonl"), "math", tok, 100)
-    assert counts == {"kept": 12, "too_long": 0} and all(p["prompt_ids"] for p in probs)
+    assert counts == {"kept": 12, "too_long": 0, "other_level": 0} and all(p["prompt_ids"] for p in probs)
     with pytest.raises(ConfigError, match="no usable problems"):
         load_problems(str(ckpt / "train.jsonl"), "math", tok, 2)  # every prompt is longer: counted, then named
     with pytest.raises(ConfigError, match="model_path"):
@@ -143,3 +143,18 @@ def test_code_reward_in_rl_judges_world_records_with_their_function_names():
         bad = "<think>ok</think>\n```python\nprint(-12345)\n```"
         assert score(r, SimpleNamespace(token_ids=tok.encode(good))).result(timeout=120).score == 1.0
         assert score(r, SimpleNamespace(token_ids=tok.encode(bad))).result(timeout=120).score < 1.0
+
+
+def test_load_problems_filters_levels_and_counts(tmp_path):
+    import json
+
+    from openmimo.rl.trainer import load_problems
+    from openmimo.tokenizer import train_tokenizer
+
+    p = tmp_path / "m.jsonl"
+    p.write_text("".join(json.dumps({"problem": f"What is {i} + 1?", "answer": str(i + 1), "level": 1 + i % 3}) + "\n"
+                         for i in range(9)))
+    tok = train_tokenizer(["What is 1 + 1?"] * 10, vocab_size=300)
+    probs, counts = load_problems(str(p), "math", tok, 256, levels=[1, 2])
+    assert [r["level"] for r in probs] == [1, 2, 1, 2, 1, 2]
+    assert counts == {"kept": 6, "too_long": 0, "other_level": 3}

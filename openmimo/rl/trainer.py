@@ -35,6 +35,7 @@ class RLDataConfig:
     max_problems: int = 0  # use only the first N training problems (0 = all)
     val_problems: int = 32  # validation problems (first N of val_path)
     max_prompt_tokens: int = 256  # longer prompts are dropped (counted)
+    levels: list[int] = field(default_factory=list)  # keep only training records of these "level"s ([] = all)
 
     def check(self):
         if self.kind not in ("math", "code"):
@@ -102,15 +103,22 @@ class RLConfig:
 
 
 # -- data -------------------------------------------------------------------------------------------
-def load_problems(path: str, kind: str, tokenizer, max_prompt_tokens: int, limit: int = 0) -> tuple[list, dict]:
-    """JSONL -> problem dicts with ``prompt_ids``; returns (problems, counts of kept/dropped and why)."""
+def load_problems(path: str, kind: str, tokenizer, max_prompt_tokens: int, limit: int = 0,
+                  levels=()) -> tuple[list, dict]:
+    """JSONL -> problem dicts with ``prompt_ids``; returns (problems, counts of kept/dropped and why).
+
+    ``levels`` keeps only records whose ``level`` is listed (difficulty filtering, as MiMo curated its
+    RL problems to those the starting model can sometimes solve)."""
     from openmimo.config import ConfigError
     from openmimo.data.world_math import math_prompt
     from openmimo.jsonl import iter_jsonl
 
     p = Path(path)
-    out, counts = [], {"kept": 0, "too_long": 0}
+    out, counts = [], {"kept": 0, "too_long": 0, "other_level": 0}
     for ln, rec in iter_jsonl(p, what="problem file"):
+        if levels and rec.get("level") not in levels:
+            counts["other_level"] += 1
+            continue
         if kind == "math":
             if "problem" not in rec or "answer" not in rec:
                 raise ConfigError(f"{p}:{ln}: a math record needs 'problem' and 'answer'")
@@ -218,7 +226,8 @@ class RLRun:
         self.optimizer = build_optimizer(self.model, a.lr, (0.9, 0.999), 1e-8, a.weight_decay, dev)
         self.trainer = Trainer(self.model, self.optimizer, self.rt, a.grad_clip)
         d = cfg.data
-        self.problems, self.data_counts = load_problems(d.train_path, d.kind, self.tok, d.max_prompt_tokens, d.max_problems)
+        self.problems, self.data_counts = load_problems(d.train_path, d.kind, self.tok, d.max_prompt_tokens,
+                                                        d.max_problems, d.levels)
         self.val = load_problems(d.val_path, d.kind, self.tok, d.max_prompt_tokens, d.val_problems)[0] if d.val_path else []
         g = cfg.gen
         self.engine = Engine(gen_model, max_slots=g.max_slots, max_len=g.max_len, seed=t.seed)
