@@ -4,28 +4,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+
+def parse_jsonl_lines(lines: Iterable[str], source: str) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, record)`` for each non-blank line of ``lines`` (a file, stdin, ...);
+    invalid JSON or a non-object line raises :class:`openmimo.config.ConfigError` naming ``source:line``."""
+    from openmimo.config import ConfigError
+
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{source}:{n}: not valid JSON: {e.msg}") from None
+        if not isinstance(rec, dict):
+            raise ConfigError(f"{source}:{n}: expected a JSON object")
+        yield n, rec
 
 
 def iter_jsonl(path: str | Path, what: str = "file") -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, record)`` for each non-blank line; a missing file, invalid JSON or a
-    non-object line raises :class:`openmimo.config.ConfigError` naming ``path:line``."""
+    """:func:`parse_jsonl_lines` over a file; a missing file is an error naming it too."""
     from openmimo.config import ConfigError
 
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{what} not found: {p}")
     with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{p}:{n}: not valid JSON: {e.msg}") from None
-            if not isinstance(rec, dict):
-                raise ConfigError(f"{p}:{n}: expected a JSON object")
-            yield n, rec
+        yield from parse_jsonl_lines(f, str(p))
 
 
 def read_jsonl(path: str | Path, limit: int | None = None, what: str = "file") -> list[dict]:

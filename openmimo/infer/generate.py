@@ -72,18 +72,12 @@ def build_engine(args):
 
 
 def read_prompts(lines, source: str, tokenizer, base: SamplingParams) -> list[tuple[str, list[int], SamplingParams]]:
-    """Parse prompt records; any bad line raises UsageError naming ``source:line``."""
+    """Parse prompt records; a bad line raises UsageError (or ConfigError for bad JSON) naming ``source:line``."""
+    from openmimo.jsonl import parse_jsonl_lines
+
     out = []
-    for ln, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for ln, rec in parse_jsonl_lines(lines, source):  # bad JSON: ConfigError naming source:line (exit 2)
         where = f"{source}:{ln}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(rec, dict):
-            raise UsageError(f"{where}: expected a JSON object")
         if "prompt_ids" in rec:
             ids = rec["prompt_ids"]
             if not isinstance(ids, list) or not all(isinstance(t, int) for t in ids):
