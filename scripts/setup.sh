@@ -11,6 +11,10 @@ if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; the
   ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq bubblewrap >/dev/null) \
     || echo "setup: could not install bubblewrap; the code judge will fall back to unshare" >&2
 fi
+# Debian's own python3 is "externally managed" (PEP 668); outside a virtual environment, install anyway.
+if $PY -c 'import sys, sysconfig, os; sys.exit(not (sys.prefix == sys.base_prefix and os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))))'; then
+  export PIP_BREAK_SYSTEM_PACKAGES=1
+fi
 if ! $PY -c "import torch" >/dev/null 2>&1; then
   $PY -m pip install -q "torch==2.13.0"
 fi
