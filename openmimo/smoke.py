@@ -66,7 +66,9 @@ def main(cfg: SmokeConfig) -> dict:
     from openmimo.infer.oracle import greedy_batch
     from openmimo.model.hf import load_model
     from openmimo.model.mimo import build_model
-    from openmimo.runtime import seed_everything
+    from openmimo.runtime import Runtime, seed_everything
+    from openmimo.train.loop import Trainer, build_optimizer
+    from openmimo.train.pretrain import PretrainObjective
     from openmimo.tokenizer import train_tokenizer
 
     t0 = time.time()
@@ -88,24 +90,23 @@ def main(cfg: SmokeConfig) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"[smoke] model: {n_params / 1e6:.2f}M parameters, {cfg.model.num_hidden_layers} layers, "
           f"{cfg.model.num_nextn_predict_layers} MTP layer(s)")
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    # The one shared training step (the same Trainer and objective as `openmimo pretrain`).
+    rt = Runtime(device=torch.device("cpu"), dtype=torch.float32)
+    trainer = Trainer(model, build_optimizer(model, cfg.lr, (0.9, 0.95), 1e-8, 0.1, rt.device), rt, grad_clip=1.0)
+    objective = PretrainObjective(cfg.model.num_nextn_predict_layers, cfg.mtp_weight)
+    positions = torch.arange(cfg.seq_len).expand(cfg.batch_size, cfg.seq_len)
     g = torch.Generator().manual_seed(cfg.seed)
     first = last = None
     for step in range(cfg.steps):
         starts = torch.randint(0, len(data) - cfg.seq_len - 1, (cfg.batch_size,), generator=g)
         ids = torch.stack([data[s:s + cfg.seq_len] for s in starts])
-        for grp in opt.param_groups:
-            grp["lr"] = cfg.lr * min(1.0, (step + 1) / 10)
-        o = model(ids, labels=ids)
-        loss = o.loss + cfg.mtp_weight * sum(o.mtp_losses) / max(len(o.mtp_losses), 1)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        first = first if first is not None else o.loss.item()
-        last = o.loss.item()
+        st = trainer.step([{"input_ids": ids, "position_ids": positions, "labels": ids}], objective,
+                          lr=cfg.lr * min(1.0, (step + 1) / 10))
+        last = st["loss_sum"] / st["n_main"]
+        first = first if first is not None else last
         if step % 25 == 0 or step == cfg.steps - 1:
-            mtp = ", ".join(f"{float(x):.3f}" for x in o.mtp_losses)
+            mtp = ", ".join(f"{st[f'mtp{k}_loss_sum'] / st[f'n_mtp{k}']:.3f}"
+                            for k in range(1, 1 + cfg.model.num_nextn_predict_layers))
             print(f"[smoke] step {step:3d}  loss {last:.3f}  mtp [{mtp}]")
     model.eval()
     ckpt = out / "checkpoint"
