@@ -106,7 +106,8 @@ def test_bad_data_and_config_errors(ckpt, tmp_path):
     with pytest.raises(ConfigError, match="bad.jsonl:2"):
         load_problems(str(bad), "math", tok, 100)
     probs, counts = load_problems(str(ckpt / "train.jsonl"), "math", tok, 100)
-    assert counts == {"kept": 12, "too_long": 0, "other_level": 0} and all(p["prompt_ids"] for p in probs)
+    assert counts == {"kept": 12, "too_long": 0, "other_level": 0, "math": 12, "code": 0}
+    assert all(p["prompt_ids"] and p["reward_kind"] == "math" for p in probs)
     with pytest.raises(ConfigError, match="no usable problems"):
         load_problems(str(ckpt / "train.jsonl"), "math", tok, 2)  # every prompt is longer: counted, then named
     with pytest.raises(ConfigError, match="model_path"):
@@ -157,4 +158,34 @@ def test_load_problems_filters_levels_and_counts(tmp_path):
     tok = train_tokenizer(["What is 1 + 1?"] * 10, vocab_size=300)
     probs, counts = load_problems(str(p), "math", tok, 256, levels=[1, 2])
     assert [r["level"] for r in probs] == [1, 2, 1, 2, 1, 2]
-    assert counts == {"kept": 6, "too_long": 0, "other_level": 3}
+    assert counts == {"kept": 6, "too_long": 0, "other_level": 3, "math": 6, "code": 0}
+
+
+def test_auto_kind_mixes_math_and_code_files(tmp_path):
+    """kind=auto: records with tests are code (scored by the judge, prompt in the pre-training format),
+    the others math; the level filter leaves level-less code records alone; limits apply per file."""
+    from openmimo.rl.trainer import load_problems, make_score_fn
+    from openmimo.tokenizer import train_tokenizer
+
+    m = tmp_path / "m.jsonl"
+    m.write_text("".join(json.dumps({"problem": f"What is {i} + 1?", "answer": str(i + 1), "level": 1 + i % 2}) + "\n"
+                         for i in range(6)))
+    c = tmp_path / "c.jsonl"
+    tests = [{"input": "2\n", "output": "4\n", "testtype": "stdin"}]
+    c.write_text(json.dumps({"question_content": "Print twice the number.", "tests": tests}) + "\n")
+    tok = train_tokenizer(["What is 1 + 1? Print twice the number. Solution:"] * 10, vocab_size=300)
+    probs, counts = load_problems([str(m), str(c)], "auto", tok, 256, levels=[1])
+    assert [p["reward_kind"] for p in probs] == ["math"] * 3 + ["code"]
+    assert counts["math"] == 3 and counts["code"] == 1 and counts["other_level"] == 3
+    assert tok.decode(probs[-1]["prompt_ids"]).endswith("Solution:\n```python\n")
+    assert load_problems([str(m), str(c)], "auto", tok, 256, limit=2)[1]["kept"] == 3  # 2 math + 1 code
+
+    class Fin:  # the engine's finished sequence: the completion continues inside the opened fence
+        def __init__(self, text):
+            self.token_ids = tok.encode(text)
+
+    score = make_score_fn("auto", tok, pool=None, timeout=10.0)
+    good = score(probs[-1], Fin("print(2 * int(input()))\n```\n")).result()
+    bad = score(probs[-1], Fin("print(int(input()))\n```\n")).result()
+    right = score(probs[0], Fin(" 0 + 1 = 1.\nThe answer is \\boxed{1}.")).result()
+    assert (good.score, bad.score, right.score) == (1.0, 0.0, 1.0)

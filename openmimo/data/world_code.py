@@ -259,6 +259,11 @@ def code_text(rec: dict) -> str:
     return f"{rec['question_content']}\n\nSolution:\n```python\n{rec['solution']}```\n"
 
 
+def code_prompt(statement: str) -> str:
+    """Prompt for a base model, in the format of :func:`code_text`: it continues with the program."""
+    return f"{statement}\n\nSolution:\n```python\n"
+
+
 def code_reasoning(rec: dict, rng: random.Random) -> tuple[str, str]:
     """A synthetic ``(reasoning, answer)`` for a code record: understand, plan, edge cases, trace an example."""
     t0 = rec["tests"][0]

@@ -29,17 +29,23 @@ from openmimo.rl.rollout import RolloutConfig
 
 @dataclass
 class RLDataConfig:
-    train_path: str = ""  # JSONL of problems (math: problem, answer; code: question_content + tests)
-    val_path: str = ""  # held-out JSONL for validation ("" = no validation)
-    kind: str = "math"  # math | code (reward function)
-    max_problems: int = 0  # use only the first N training problems (0 = all)
-    val_problems: int = 32  # validation problems (first N of val_path)
+    # JSONL file(s) of problems (math: problem, answer; code: question_content + tests)
+    train_path: str | list[str] = ""
+    val_path: str | list[str] = ""  # held-out JSONL file(s) for validation ("" = no validation)
+    kind: str = "math"  # math | code | auto (auto: per record, code if it has "tests", math otherwise)
+    max_problems: int = 0  # use only the first N training problems of each file (0 = all)
+    val_problems: int = 32  # validation problems (first N of each val file)
     max_prompt_tokens: int = 256  # longer prompts are dropped (counted)
-    levels: list[int] = field(default_factory=list)  # keep only training records of these "level"s ([] = all)
+    # keep only training records of these "level"s ([] = all); records without a level (code) are kept
+    levels: list[int] = field(default_factory=list)
 
     def check(self):
-        if self.kind not in ("math", "code"):
-            raise ValueError(f"key 'kind' must be math or code, got {self.kind!r}")
+        if self.kind not in ("math", "code", "auto"):
+            raise ValueError(f"key 'kind' must be math, code or auto, got {self.kind!r}")
+
+
+def _paths(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 @dataclass
@@ -103,23 +109,37 @@ class RLConfig:
 
 
 # -- data -------------------------------------------------------------------------------------------
-def load_problems(path: str, kind: str, tokenizer, max_prompt_tokens: int, limit: int = 0,
+def load_problems(path, kind: str, tokenizer, max_prompt_tokens: int, limit: int = 0,
                   levels=()) -> tuple[list, dict]:
-    """JSONL -> problem dicts with ``prompt_ids``; returns (problems, counts of kept/dropped and why).
+    """JSONL file(s) -> problem dicts with ``prompt_ids`` and ``reward_kind``; returns (problems,
+    counts of kept/dropped and why, per kind).  ``limit`` applies to each file.
 
-    ``levels`` keeps only records whose ``level`` is listed (difficulty filtering, as MiMo curated its
-    RL problems to those the starting model can sometimes solve)."""
+    ``kind`` "auto" decides per record: code when it has ``tests``, math otherwise.  ``levels``
+    keeps only records whose ``level`` is listed (difficulty filtering, as MiMo curated its RL
+    problems to those the starting model can sometimes solve); records without a level are kept."""
     from openmimo.config import ConfigError
+
+    out, counts = [], {"kept": 0, "too_long": 0, "other_level": 0, "math": 0, "code": 0}
+    for p in _paths(path):
+        out += _load_file(Path(p), kind, tokenizer, max_prompt_tokens, limit, levels, counts)
+    if not out:
+        raise ConfigError(f"{', '.join(map(str, _paths(path)))}: no usable problems ({counts})")
+    return out, counts
+
+
+def _load_file(p: Path, kind: str, tokenizer, max_prompt_tokens: int, limit: int, levels, counts: dict) -> list:
+    from openmimo.config import ConfigError
+    from openmimo.data.world_code import code_prompt
     from openmimo.data.world_math import math_prompt
     from openmimo.jsonl import iter_jsonl
 
-    p = Path(path)
-    out, counts = [], {"kept": 0, "too_long": 0, "other_level": 0}
+    out = []
     for ln, rec in iter_jsonl(p, what="problem file"):
-        if levels and rec.get("level") not in levels:
+        if levels and "level" in rec and rec["level"] not in levels:
             counts["other_level"] += 1
             continue
-        if kind == "math":
+        rkind = kind if kind != "auto" else ("code" if "tests" in rec else "math")
+        if rkind == "math":
             if "problem" not in rec or "answer" not in rec:
                 raise ConfigError(f"{p}:{ln}: a math record needs 'problem' and 'answer'")
             text = math_prompt(rec["problem"])
@@ -127,34 +147,37 @@ def load_problems(path: str, kind: str, tokenizer, max_prompt_tokens: int, limit
             stmt = rec.get("question_content") or rec.get("statement") or rec.get("problem")
             if stmt is None or "tests" not in rec:
                 raise ConfigError(f"{p}:{ln}: a code record needs a statement (question_content) and 'tests'")
-            text = f"Problem: {stmt}\nSolution:\n"
+            text = code_prompt(stmt)  # the pre-training text's format; it opens the code fence
         ids = tokenizer.encode(text)
         if len(ids) > max_prompt_tokens:
             counts["too_long"] += 1
             continue
-        out.append({**rec, "prompt_ids": ids})
+        # the judge reads the last fenced block: a code prompt opened the fence, so the completion needs it back
+        prefix = "```python\n" if rkind == "code" else ""
+        out.append({**rec, "prompt_ids": ids, "reward_kind": rkind, "completion_prefix": prefix})
         counts["kept"] += 1
+        counts[rkind] += 1
         if limit and len(out) >= limit:
             break
-    if not out:
-        raise ConfigError(f"{p}: no usable problems ({counts})")
-    return out, counts
+    return out
 
 
 def make_score_fn(kind: str, tokenizer, pool, timeout: float):
-    """(problem, Finished) -> Future[RewardResult]: math in the reward pool's processes, code in the judge."""
+    """(problem, Finished) -> Future[RewardResult]: math in the reward pool's processes, code in the judge.
+
+    ``kind`` "auto" follows each problem's ``reward_kind`` (set by :func:`load_problems`)."""
     from openmimo.rewards.math import submit_math_reward
 
     def score(problem, fin):
         text = tokenizer.decode(fin.token_ids, skip_special_tokens=True)
-        if kind == "math":
+        if (problem.get("reward_kind", "math") if kind == "auto" else kind) == "math":
             return submit_math_reward(text, problem["answer"], pool=pool, timeout=timeout)
         # Code goes straight to the judge, which already runs tests in parallel, isolated and
         # time-limited; a pool worker would start a judge (a sandbox per core) of its own.
         from openmimo.rewards.adapters import submit_code_reward
 
         record = {k: problem[k] for k in ("tests", "fn_name", "metadata") if k in problem}
-        return submit_code_reward(text, record, levels=problem.get("test_levels"))
+        return submit_code_reward(problem.get("completion_prefix", "") + text, record, levels=problem.get("test_levels"))
 
     return score
 
@@ -285,7 +308,12 @@ class RLRun:
         scores = generate_and_score(self.backend, self.rewards, [(p["prompt_ids"], p) for p in self.val], t.val_n)
         self.backend.params = saved
         ks = sorted({1, t.val_n})
-        return summarise_validation(scores, ks=ks)
+        out = summarise_validation(scores, ks=ks)
+        kinds = sorted({p["reward_kind"] for p in self.val})
+        if len(kinds) > 1:  # mixed math + code: each kind on its own too
+            for k in kinds:
+                out[k] = summarise_validation([s for s, p in zip(scores, self.val) if p["reward_kind"] == k], ks=ks)
+        return out
 
     def update(self, groups) -> dict:
         """Advantages, then ppo_epochs x mini-batches of Trainer.step with the RL objective."""
