@@ -1,9 +1,10 @@
 """`openmimo quickstart`: the recipe in miniature on CPU — pre-train the tiny model, RL on math, compare.
 
 1. ``openmimo.train.pretrain.main`` with ``configs/tiny.yaml`` (the embedded world, ~5 minutes on 2 cores);
-2. ``openmimo.rl.trainer`` with ``configs/rl_tiny.yaml`` on the world's math train split;
-3. prints held-out pass@1 (averaged over ``val_n`` >= 4 samples per problem, world math test split) of the
-   pre-trained model and of the RL model.  Math only for now (code RL is not in the quickstart).
+2. ``openmimo.rl.trainer`` with ``configs/rl_tiny.yaml`` on the world's math and code train splits
+   (one run, reward per problem: Math-Verify-style answer check or the code judge);
+3. prints held-out pass@1 (averaged over ``val_n`` >= 4 samples per problem; the world's math and
+   code test splits, each on its own) of the pre-trained model and of the RL model.
 """
 
 from __future__ import annotations
@@ -22,17 +23,21 @@ def main(out_dir: str = "runs/quickstart", rl_steps: int | None = None, override
     out = Path(out_dir)
     pcfg = load(PretrainConfig, root / "tiny.yaml", [f"train.out_dir={out / 'pretrain'}"])
     pretrain_main(pcfg)
-    world = out / "pretrain" / "data" / "world" / "math"
+    world = out / "pretrain" / "data" / "world"
     ov = [f"train.model_path={out / 'pretrain' / 'final'}", f"train.out_dir={out / 'rl'}",
-          f"data.train_path={world / 'train.jsonl'}", f"data.val_path={world / 'test.jsonl'}", *overrides]
+          f"data.train_path=[{world / 'math' / 'train.jsonl'}, {world / 'code' / 'train.jsonl'}]",
+          f"data.val_path=[{world / 'math' / 'test.jsonl'}, {world / 'code' / 'test.jsonl'}]", *overrides]
     if rl_steps is not None:
         ov.append(f"train.steps={rl_steps}")
     rcfg = load(RLConfig, root / "rl_tiny.yaml", ov)
     hist = rl_main(rcfg)
     before, after = hist.get("val_start", {}), hist.get("val_end", {})
     k = rcfg.train.val_n
-    print(f"[quickstart] held-out math pass@1 (avg over {k} samples, {after.get('n_problems', 0)} problems): "
-          f"before RL {100 * before.get('pass@1', 0):.1f}% -> after RL {100 * after.get('pass@1', 0):.1f}%")
+    kinds = [kd for kd in ("math", "code") if kd in after] or ["all"]  # per kind when both were validated
+    for kind in kinds:
+        b, a = before.get(kind, before), after.get(kind, after)
+        print(f"[quickstart] held-out {kind} pass@1 (avg over {k} samples, {a.get('n_problems', 0)} problems): "
+              f"before RL {100 * b.get('pass@1', 0):.1f}% -> after RL {100 * a.get('pass@1', 0):.1f}%")
     return {"before": before, "after": after}
 
 
