@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from openmimo.infer import kernels
 from openmimo.model.config import MiMoConfig
 
 
@@ -44,6 +45,8 @@ class KVCache(nn.Module):
             self.register_buffer(f"v{i}", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.keys = [getattr(self, f"k{i}") for i in range(num_layers)]
         self.values = [getattr(self, f"v{i}") for i in range(num_layers)]
+        # Triton decode kernels (see kernels.py) for this device and dtype; decided once, outside compiled code.
+        self.use_kernels = kernels.enabled(self.keys[0]) if num_layers else False
 
     def mark_static(self) -> None:
         """Tell torch.compile the buffers never move (so CUDA graphs may write them in place)."""
@@ -69,6 +72,10 @@ class CacheView:
     kv_len) lets a query see keys at positions <= its own; ``None`` means plain causal attention over
     exactly the new tokens (a prefill into an empty slot, which may then use flash kernels).
     ``fold_gqa`` asks the model to attend without repeating K/V for GQA (decode).
+
+    Fast paths (CUDA, bf16/fp16, see ``kernels.py``): ``fast_linear`` (at most ``kernels.MAX_M`` new
+    tokens in the batch) asks the model to run its projections through :meth:`linear` and
+    :meth:`gate_up`; ``fast_attention`` (decode over all slots) through :meth:`attend`.
     """
 
     def __init__(self, cache: KVCache, positions: torch.Tensor, kv_len: int, slot_ids: torch.Tensor | None = None,
@@ -76,6 +83,8 @@ class CacheView:
         self.cache, self.positions, self.kv_len, self.slot_ids = cache, positions, kv_len, slot_ids
         self.fold_gqa = fold_gqa and not causal_prefill
         B = positions.shape[0]
+        self.fast_linear = cache.use_kernels and B * positions.shape[1] <= kernels.MAX_M
+        self.fast_attention = cache.use_kernels and self.fold_gqa and slot_ids is None
         rows = torch.arange(B, device=positions.device) if slot_ids is None else slot_ids
         self._rows = rows[:, None]
         if causal_prefill:
@@ -93,3 +102,16 @@ class CacheView:
         if self.slot_ids is None:
             return kc[:, :, : self.kv_len], vc[:, :, : self.kv_len]
         return kc[self.slot_ids, :, : self.kv_len], vc[self.slot_ids, :, : self.kv_len]
+
+    def linear(self, x: torch.Tensor, weights, biases=None) -> torch.Tensor:
+        """``cat([F.linear(x, w, b) ...], -1)`` in one kernel (q/k/v share one launch)."""
+        return kernels.small_m_linear(x, weights, biases)
+
+    def gate_up(self, x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor) -> torch.Tensor:
+        """``silu(x @ w_gate^T) * (x @ w_up^T)`` in one kernel."""
+        return kernels.gate_up_silu(x, w_gate, w_up)
+
+    def attend(self, layer_idx: int, q: torch.Tensor) -> torch.Tensor:
+        """Attention of q (B, H, T, D) over the cache after :meth:`update` (each row up to its own position)."""
+        return kernels.decode_attention(q, self.cache.keys[layer_idx], self.cache.values[layer_idx],
+                                        self.positions, self.kv_len)

@@ -181,24 +181,38 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, mask, kv_cache=None):
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        # Inference caches may offer one-launch projections for a few rows (decode; see infer/kv_cache.py).
+        fast = kv_cache is not None and getattr(kv_cache, "fast_linear", False)
+        if fast:
+            p = (self.q_proj, self.k_proj, self.v_proj)
+            q, k, v = kv_cache.linear(x, [m.weight for m in p], [m.bias for m in p] if p[0].bias is not None else None
+                                      ).split([self.n_heads * self.head_dim] + [self.n_kv * self.head_dim] * 2, -1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = None
         if kv_cache is not None:
             # The cache stores this step's keys/values and returns everything visible; its mask
             # (set by the engine for this step) replaces the training mask.
             k, v = kv_cache.update(self.layer_idx, k, v)
             mask = kv_cache.attn_mask
             if getattr(kv_cache, "fold_gqa", False) and self.n_heads != self.n_kv:
-                return self.o_proj(_folded_gqa_attention(q, k, v, mask).transpose(1, 2).reshape(B, T, -1))
-        gqa = self.n_heads != self.n_kv
-        if mask is not None and not torch.is_tensor(mask):  # a FlexAttention BlockMask
-            y = _flex_attention()(q, k, v, block_mask=mask, enable_gqa=gqa)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
-                                               enable_gqa=gqa)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+                if getattr(kv_cache, "fast_attention", False):
+                    y = kv_cache.attend(self.layer_idx, q)
+                else:
+                    y = _folded_gqa_attention(q, k, v, mask)
+        if y is None:
+            gqa = self.n_heads != self.n_kv
+            if mask is not None and not torch.is_tensor(mask):  # a FlexAttention BlockMask
+                y = _flex_attention()(q, k, v, block_mask=mask, enable_gqa=gqa)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
+                                                   enable_gqa=gqa)
+        y = y.transpose(1, 2).reshape(B, T, -1)
+        return kv_cache.linear(y, [self.o_proj.weight]) if fast else self.o_proj(y)
 
 
 class MLP(nn.Module):
@@ -209,7 +223,10 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(d, f, bias=False)
         self.down_proj = nn.Linear(f, d, bias=False)
 
-    def forward(self, x):
+    def forward(self, x, kv_cache=None):
+        if kv_cache is not None and getattr(kv_cache, "fast_linear", False):  # decode: one-launch SwiGLU input
+            return kv_cache.linear(kv_cache.gate_up(x, self.gate_proj.weight, self.up_proj.weight),
+                                   [self.down_proj.weight])
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -223,7 +240,7 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, cos, sin, mask, kv_cache=None):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv_cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        return x + self.mlp(self.post_attention_layernorm(x), kv_cache)
 
 
 class MTPLayer(DecoderLayer):
