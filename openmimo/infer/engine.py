@@ -13,8 +13,11 @@ How it works.  The cache has ``max_slots`` slots of ``capacity`` positions (size
 when asked).  ``step()`` admits waiting requests into free slots — each prompt is prefilled once
 and its KV copied to the slots of its n samples — then runs one decode step over *all* slots at fixed
 shapes (inactive slots compute garbage that is ignored), so on GPU the step is one compiled
-CUDA graph per (attention-length bucket, filter mode).  A sequence that finishes frees its slot in the
-same step.  With ``spec_k = k > 0`` a decode step drafts k tokens with the MTP layers, verifies them
+CUDA graph per (attention-length bucket, sampling mode: greedy / sample / filter).  A sequence that
+finishes frees its slot in the same step.  On GPU the steps overlap with the host (``overlap``): each
+``step()`` launches the next decode step before it reads the tokens of the previous one, so tokens
+come out one call later and the host's work hides behind the GPU's (see :meth:`Engine.step`).
+At few rows per step, the projections and attention run through Triton kernels (``kernels.py``).  With ``spec_k = k > 0`` a decode step drafts k tokens with the MTP layers, verifies them
 in one main-model forward and emits 1 to k+1 tokens per sequence (see ``speculative.py``).
 
 Log-probs.  Each emitted token comes with ``logprobs``: its log-probability under the model's
@@ -124,7 +127,7 @@ class Engine:
 
     def __init__(self, model, *, max_slots: int | None = None, max_len: int | None = None,
                  kv_budget_bytes: int | None = None, spec_k: int = 0, compile: bool | None = None,
-                 seed: int | None = None):
+                 seed: int | None = None, overlap: bool | None = None):
         cfg = model.config
         p = next(model.parameters())
         self.model, self.cfg, self.device, self.dtype = model.eval(), cfg, p.device, p.dtype
@@ -173,6 +176,13 @@ class Engine:
                 if t is not None:
                     dynamo.mark_static_address(t)
             self._decode_fn = torch.compile(self._decode_impl, mode="reduce-overhead", fullgraph=True, dynamic=False)
+        # Overlap: launch decode step n+1 before reading step n's tokens (see ``step``); default on GPU.
+        self.overlap = (self.device.type == "cuda") if overlap is None else overlap
+        self._inflight: _Inflight | None = None
+        width = 1 + 3 * (spec_k + 1)  # per slot: accepted drafts, tokens, raw and processed log-probs
+        pin = self.device.type == "cuda"
+        self._host = [torch.zeros(S, width, dtype=torch.float64, pin_memory=pin) for _ in range(2)]
+        self._flip = 0
 
     # -- public API ------------------------------------------------------------------------------
     def add_request(self, prompt_ids, params: SamplingParams | None = None, request_id: str | None = None) -> str:
@@ -212,7 +222,7 @@ class Engine:
         return found
 
     def has_unfinished(self) -> bool:
-        return bool(self.waiting or self.running or self._pending)
+        return bool(self.waiting or self.running or self._pending or self._inflight is not None)
 
     def num_waiting(self) -> int:
         return len(self.waiting)
@@ -224,6 +234,7 @@ class Engine:
     def update_weights(self, weights) -> None:
         """Copy new weights in place (a state dict or a model), keeping addresses for compiled graphs."""
         sd = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
+        self._drain()  # tokens of a step already launched belong to the old weights: deliver them as such
         params = dict(self.model.named_parameters())
         missing = [n for n in params if n not in sd]
         if missing:
@@ -232,12 +243,32 @@ class Engine:
             p.copy_(sd[name].to(device=p.device, dtype=p.dtype))
 
     def step(self) -> list[StepOutput]:
-        """Admit waiting requests, run one decode step, return what every touched sample produced."""
+        """Admit waiting requests, run one decode step, return what every touched sample produced.
+
+        With ``overlap`` (default on GPU) the decode step launched here is read by the *next* call:
+        each call first launches step n+1 (it reads step n's tokens on the device), then waits for
+        step n and emits its tokens, so the host's work (emitting, scheduling, launching the graph)
+        runs while the GPU computes.  Outputs then arrive one call later; a sequence that finished in
+        step n has computed one discarded token in step n+1.  Without it, a call prefills and runs one
+        decode step to the end.
+        """
         outs, self._pending = self._pending, []
+        if self._inflight is not None:
+            t0 = time.perf_counter()
+            prev, self._inflight = self._inflight, None
+            if self._may_continue(prev):
+                self._inflight = self._launch(inflight=True)
+            outs += self._finish(prev)
+            self.counters["decode_seconds"] += time.perf_counter() - t0
         while self.waiting and self.waiting[0].params.n <= self.slots - len(self.running):
             outs += self._prefill(self.waiting.popleft())
-        if self.running:
-            outs += self._decode()
+        if self._inflight is None and self.running:
+            t0 = time.perf_counter()
+            self._inflight = self._launch(inflight=False)
+            if not self.overlap:
+                outs += self._finish(self._inflight)
+                self._inflight = None
+            self.counters["decode_seconds"] += time.perf_counter() - t0
         return outs
 
     def generate(self, prompts, params: SamplingParams | list | None = None, progress=None) -> list[list[Completion]]:
@@ -357,37 +388,79 @@ class Engine:
             view = CacheView(self.cache, pos, n_p, slot_ids=s0, causal_prefill=True)
             h, _ = self.model.model.mtp_layers[j - 1](h, emb(nxt), cos, sin, None, view)
 
-    def _kv_bucket(self) -> int:
-        """Attention length of this decode step: a power of two covering every active sequence."""
+    def _kv_bucket(self, inflight: bool = False) -> int:
+        """Attention length of this decode step: a power of two covering every active sequence.
+
+        A sequence with L emitted tokens has cached n_p + L - 1 positions; the step writes and attends
+        up to k more, so it needs n_p + L + k (one spare).  A step still in flight adds up to k + 1
+        positions first, so then n_p + L + 2k + 1 (no spare)."""
         need = max(len(s.req.prompt_ids) + len(s.tokens) for s in self.running.values()) + self.k + 1
+        if inflight:
+            need += self.k
         need = max(need, 2 * self.k, 16)
         return min(1 << (need - 1).bit_length(), self.capacity)
 
-    @torch.no_grad()
-    def _decode(self) -> list[StepOutput]:
-        t0 = time.perf_counter()
-        filters = any(s.req.params.top_p < 1 or s.req.params.top_k > 0 for s in self.running.values())
-        n_acc, toks, raw, proc = self._decode_fn(self._kv_bucket(), filters)
-        n_acc, toks = n_acc.tolist(), toks.tolist()
-        raw, proc = raw.tolist(), proc.tolist()
+    def _mode(self) -> str:
+        """Sampling mode of a decode step (one compiled graph each): "greedy" when every sequence is
+        greedy (no noise, no sort), "filter" when any uses top-k/top-p, else "sample"."""
+        params = [s.req.params for s in self.running.values()]
+        if all(p.temperature <= 0 for p in params):
+            return "greedy"
+        return "filter" if any(p.top_p < 1 or p.top_k > 0 for p in params) else "sample"
+
+    def _may_continue(self, inflight: "_Inflight") -> bool:
+        """Can any running sequence need a step after the one in flight?  (False when every one of them
+        is in it and sure to reach its length limit there: no wasted step at the end of a batch.)"""
+        return any(inflight.seqs.get(slot) is not s or len(s.tokens) + 1 < s.max_new
+                   for slot, s in self.running.items())
+
+    def _launch(self, inflight: bool) -> "_Inflight":
+        """Queue one decode step over all slots and the copy of its results to pinned host memory."""
+        if self.compiled and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        packed = self._decode_fn(self._kv_bucket(inflight), self._mode())
+        host = self._host[self._flip]
+        self._flip ^= 1
+        host.copy_(packed, non_blocking=True)
+        event = None
+        if self.device.type == "cuda":
+            event = torch.cuda.Event()
+            event.record()
+        return _Inflight(dict(self.running), host, event)
+
+    def _finish(self, inf: "_Inflight") -> list[StepOutput]:
+        """Wait for a launched step and emit its tokens to the sequences it ran for (still running)."""
+        if inf.event is not None:
+            inf.event.synchronize()
+        rows = inf.host.tolist()
+        k1 = self.k + 1
         outs, accepted = [], []
-        for slot, seq in list(self.running.items()):
-            a = n_acc[slot] + 1
-            accepted.append(n_acc[slot])
-            outs.append(self._emit(seq, toks[slot][:a], raw[slot][:a], proc[slot][:a]))
+        for slot, seq in inf.seqs.items():
+            if self.running.get(slot) is not seq:  # finished or aborted meanwhile: a discarded step
+                continue
+            r = rows[slot]
+            n = int(r[0])
+            a = n + 1
+            accepted.append(n)
+            toks = [int(t) for t in r[1: 1 + a]]
+            outs.append(self._emit(seq, toks, r[1 + k1: 1 + k1 + a], r[1 + 2 * k1: 1 + 2 * k1 + a]))
         if self.k:
             self.spec_stats.record(accepted)
         self.counters["decode_steps"] += 1
-        self.counters["decode_seconds"] += time.perf_counter() - t0
         return outs
 
-    def _process(self, logits, filters: bool, reps: int = 1):
+    def _drain(self) -> None:
+        """Finish a step in flight now; its outputs go out with the next ``step()``."""
+        if self._inflight is not None:
+            prev, self._inflight = self._inflight, None
+            self._pending += self._finish(prev)
+
+    def _process(self, logits, mode: str, reps: int = 1):
         """Processed log-probs of (S * reps, V) logits with each slot's parameters."""
         t, p, k = self.temp, self.top_p, self.top_k
         if reps > 1:
             t, p, k = t.repeat_interleave(reps), p.repeat_interleave(reps), k.repeat_interleave(reps)
-        if not filters:
-            p, k = torch.ones_like(p), torch.zeros_like(k)
+        if mode != "filter":
             greedy = t <= 0
             scaled = logits / torch.where(greedy, torch.ones_like(t), t)[:, None]
             lp = torch.log_softmax(scaled, -1)
@@ -396,30 +469,47 @@ class Engine:
             return torch.where(greedy[:, None], onehot, lp)
         return process_logits(logits, t, p, k)
 
-    def _decode_impl(self, kv_len: int, filters: bool):
-        """One decode step over all slots at fixed shapes (the function compiled on GPU)."""
+    def _decode_impl(self, kv_len: int, mode: str):
+        """One decode step over all slots at fixed shapes (the function compiled on GPU).
+
+        Returns one float64 (S, 1 + 3 (k+1)) tensor (one copy to the host): accepted drafts, tokens,
+        raw and processed log-probs.  Mode "greedy" takes the arg-max of the log-probs directly — the
+        token the sampling path picks for a greedy row (its one-hot distribution plus any noise) —
+        without the noise and one-hot tensors over the vocabulary.
+        """
         S, k, V = self.slots, self.k, self.cfg.vocab_size
         dev = self.tokens.device
         rows = torch.arange(S, device=dev)
         length = torch.where(self.active, self.length, torch.ones_like(self.length))
         drafts = draft_lp = None
         if k:
-            drafts, draft_lp = self._draft(rows, length, kv_len, filters)
+            drafts, draft_lp = self._draft(rows, length, kv_len, mode)
         vpos = length[:, None] + torch.arange(k + 1, device=dev)
         ids = self.tokens[rows[:, None], vpos]
         out = self.model(ids, position_ids=vpos, kv_cache=CacheView(self.cache, vpos, kv_len))
         if k:
             self.h0[rows[:, None], vpos] = out.hidden_states
         logits = out.logits.float()
-        proc = self._process(logits.reshape(S * (k + 1), V), filters, k + 1).view(S, k + 1, V)
-        n_acc, toks = accept_drafts(proc, draft_lp, drafts, self.seeds, length + 1)
-        raw = torch.log_softmax(logits, -1).gather(-1, toks[..., None])[..., 0]
-        plp = proc.gather(-1, toks[..., None])[..., 0]
+        if mode == "greedy":
+            lp = torch.log_softmax(logits, -1)
+            target = lp.argmax(-1)  # (S, k+1)
+            if k:  # accept drafts while they equal the arg-max; the next token is the arg-max there
+                n_acc = (drafts == target[:, :k]).long().cumprod(-1).sum(-1)
+            else:
+                n_acc = torch.zeros(S, dtype=torch.long, device=dev)
+            toks = target
+            raw = lp.gather(-1, toks[..., None])[..., 0]
+            plp = torch.zeros_like(raw)
+        else:
+            proc = self._process(logits.reshape(S * (k + 1), V), mode, k + 1).view(S, k + 1, V)
+            n_acc, toks = accept_drafts(proc, draft_lp, drafts, self.seeds, length + 1)
+            raw = torch.log_softmax(logits, -1).gather(-1, toks[..., None])[..., 0]
+            plp = proc.gather(-1, toks[..., None])[..., 0]
         self.tokens[rows[:, None], vpos + 1] = toks
         self.length.copy_(torch.where(self.active, length + n_acc + 1, self.length))
-        return n_acc, toks, raw, plp
+        return torch.cat([n_acc[:, None].double(), toks.double(), raw.double(), plp.double()], 1)
 
-    def _draft(self, rows, length, kv_len: int, filters: bool):
+    def _draft(self, rows, length, kv_len: int, mode: str):
         """k drafts per slot from the MTP layers, re-running each depth over a window of 2k positions
         ending at the last processed token (so entries written with draft tokens get rewritten)."""
         k, W = self.k, 2 * self.k
@@ -431,9 +521,22 @@ class Engine:
         for j in range(1, k + 1):
             nxt = self.tokens[rows[:, None], pw + j]
             h, logits = self.model.mtp_forward(j, h, nxt, pw, kv_cache=CacheView(self.cache, pw, kv_len))
-            q = self._process(logits[rows, r].float(), filters)
-            d = gumbel_sample(q, self.seeds, length + j, STREAM_DRAFT)
+            if mode == "greedy":
+                d = logits[rows, r].float().log_softmax(-1).argmax(-1)
+                lps.append(None)
+            else:
+                q = self._process(logits[rows, r].float(), mode)
+                d = gumbel_sample(q, self.seeds, length + j, STREAM_DRAFT)
+                lps.append(q)
             self.tokens[rows, length + j] = d
             drafts.append(d)
-            lps.append(q)
-        return torch.stack(drafts, 1), torch.stack(lps, 1)
+        return torch.stack(drafts, 1), (None if mode == "greedy" else torch.stack(lps, 1))
+
+
+@dataclass
+class _Inflight:
+    """A launched decode step: the sequences it ran for (slot -> sequence), its pinned results, its event."""
+
+    seqs: dict
+    host: torch.Tensor
+    event: object
