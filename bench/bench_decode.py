@@ -55,10 +55,10 @@ def mimo_config(tiny: bool):
                       torch_dtype="bfloat16")
 
 
-def bench_engine(model, batch: int, prompt_len: int, new_tokens: int, compile: bool) -> float:
+def bench_engine(model, batch: int, prompt_len: int, new_tokens: int, compile: bool, overlap: bool | None = None) -> float:
     from openmimo.infer.engine import Engine, SamplingParams
 
-    engine = Engine(model, max_slots=batch, max_len=prompt_len + new_tokens + 8, compile=compile)
+    engine = Engine(model, max_slots=batch, max_len=prompt_len + new_tokens + 8, compile=compile, overlap=overlap)
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g).tolist()
     params = SamplingParams(max_new_tokens=new_tokens, temperature=0)
@@ -68,6 +68,70 @@ def bench_engine(model, batch: int, prompt_len: int, new_tokens: int, compile: b
     engine.generate(prompts, params)
     tokens = engine.counters["generated_tokens"] - batch  # the first token of each comes from the prefill
     return tokens / engine.counters["decode_seconds"]
+
+
+def profile_engine(model, batch: int, prompt_len: int, steps: int, trace_dir: str | None = None) -> dict:
+    """Where one decode step's time goes: wall time per step (host included), GPU kernel time per step
+    by kernel, and the idle gaps between kernels (torch.profiler, CUDA only)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from openmimo.infer.engine import Engine, SamplingParams
+
+    # One attention-length bucket (256) for the warm-up and the profiled steps: one compile.
+    engine = Engine(model, max_slots=batch, max_len=254, compile=next(model.parameters()).is_cuda)
+    g = torch.Generator().manual_seed(0)
+    prompts = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g).tolist()
+    engine.generate(prompts, SamplingParams(max_new_tokens=8, temperature=0))  # compile
+    params = SamplingParams(max_new_tokens=254 - prompt_len, temperature=0)
+    for p in prompts:
+        engine.add_request(p, params)
+    for _ in range(4):
+        engine.step()  # prefill + first decode steps
+    dev = next(model.parameters()).device
+    sync(dev)
+    t = time.perf_counter()
+    for _ in range(steps):
+        engine.step()
+    sync(dev)
+    wall = (time.perf_counter() - t) / steps
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            engine.step()
+        sync(dev)
+    kern = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
+                  key=lambda e: e.time_range.start)
+    per = {}
+    busy, end, gaps = 0.0, None, []
+    for e in kern:
+        s, f = e.time_range.start, e.time_range.end
+        if end is not None and s > end:
+            gaps.append(s - end)
+        busy += max(0.0, f - max(s, end if end is not None else s))
+        end = f if end is None else max(end, f)
+        d = per.setdefault(e.name, [0, 0.0])
+        d[0] += 1
+        d[1] += f - s
+    span = (kern[-1].time_range.end - kern[0].time_range.start) if kern else 0.0
+    if trace_dir:
+        prof.export_chrome_trace(f"{trace_dir}/trace_b{batch}.json")
+    engine._drain()  # the same steps without overlapping host and GPU work
+    engine.overlap = False
+    sync(dev)
+    t = time.perf_counter()
+    for _ in range(steps):
+        engine.step()
+    sync(dev)
+    wall_sync = (time.perf_counter() - t) / steps
+    engine.overlap = True
+    big = sorted(gaps, reverse=True)
+    print(f"\n### profile batch {batch}: wall {1e3 * wall:.3f} ms/step ({1e3 * wall_sync:.3f} without overlap); kernels {len(kern) / steps:.0f}/step, "
+          f"GPU busy {busy / steps / 1e3:.3f} ms/step, span {span / steps / 1e3:.3f} ms/step, "
+          f"gaps {sum(gaps) / steps / 1e3:.3f} ms/step ({sum(x > 20 for x in gaps) / steps:.1f}/step over 20 us; "
+          f"largest {', '.join(f'{x:.0f}' for x in big[:4])} us)")
+    print("| kernel | per step | mean us | us per step |\n|---|---|---|---|")
+    for name, (n, tot) in sorted(per.items(), key=lambda kv: -kv[1][1])[:28]:
+        print(f"| {name[:110]} | {n / steps:.1f} | {tot / n:.1f} | {tot / steps:.1f} |")
+    return {"wall_ms": 1e3 * wall, "wall_sync_ms": 1e3 * wall_sync, "busy_ms": busy / steps / 1e3}
 
 
 def hf_model(cfg, device, dtype):
@@ -114,6 +178,10 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--no-hf", action="store_true", help="skip transformers")
     ap.add_argument("--no-compile", action="store_true", help="engine without torch.compile")
+    ap.add_argument("--no-overlap", action="store_true", help="engine without host/GPU overlap")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="profile STEPS decode steps per batch size (kernel table, gaps) instead of the benchmark")
+    ap.add_argument("--trace-dir", default=None, help="with --profile: write Chrome traces here")
     args = ap.parse_args(argv)
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
@@ -126,10 +194,16 @@ def main(argv=None) -> int:
     weight_bytes = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "mtp_layers" not in n)
     bw = copy_bandwidth(device, min(2**30, 4 * weight_bytes))
     roof = bw / weight_bytes
+    if args.profile:
+        print(f"copy bandwidth {bw / 1e9:.0f} GB/s; roofline {roof:.1f} tok/s ({1e3 / roof:.3f} ms/step)")
+        for b in args.batch:
+            profile_engine(model, b, args.prompt_len, args.profile, args.trace_dir)
+        return 0
     rows = {}
     for b in args.batch:
         rows[b] = {"engine": bench_engine(model, b, args.prompt_len, args.new_tokens,
-                                          compile=device.type == "cuda" and not args.no_compile)}
+                                          compile=device.type == "cuda" and not args.no_compile,
+                                          overlap=False if args.no_overlap else None)}
     del model
     gc.collect()
     if device.type == "cuda":
