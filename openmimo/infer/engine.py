@@ -31,7 +31,8 @@ depends only on its seed, never on the batch it shares (see ``sampling.py``).  S
 with seed s uses :func:`sample_seed` (s, i); sample 0 uses s itself.
 
 Simplifications: prompts are prefilled one request at a time (no batched or chunked prefill, no
-prefix cache); attention in a decode step covers the bucketed longest active sequence for every slot.
+prefix cache); on CPU attention in a decode step covers the bucketed longest active sequence for every
+slot (the CUDA kernel stops at each slot's own position).
 """
 
 from __future__ import annotations
