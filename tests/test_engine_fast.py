@@ -184,3 +184,21 @@ def test_triton_kernels_equal_pytorch_paths():
                                 "import torch, test_engine_fast as t; t._kernel_checks('cpu', torch.float16)")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_decode_builds_no_autograd_graph():
+    """A model whose parameters require grad (the RL trainer's generation copy) must not grow an
+    autograd graph through the KV cache while decoding: that kept every step's activations alive
+    and ran a GPU out of memory within seconds."""
+    from openmimo.infer.engine import Engine, SamplingParams
+    from openmimo.model.config import MiMoConfig
+    from openmimo.model.mimo import build_model
+
+    cfg = MiMoConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    model = build_model(cfg, device="cpu", dtype=torch.float32, seed=0)
+    assert all(p.requires_grad for p in model.parameters())
+    eng = Engine(model, max_slots=2, max_len=48, compile=False)
+    eng.generate([[1, 2, 3], [4, 5]], SamplingParams(max_new_tokens=8, temperature=1.0, seed=0))
+    for name, buf in eng.cache.named_buffers():
+        assert not buf.requires_grad and buf.grad_fn is None, name

@@ -243,6 +243,7 @@ class Engine:
         for name, p in params.items():
             p.copy_(sd[name].to(device=p.device, dtype=p.dtype))
 
+    @torch.no_grad()  # the engine's model may require grad (a trainer's copy): never build a graph here
     def step(self) -> list[StepOutput]:
         """Admit waiting requests, run one decode step, return what every touched sample produced.
 
