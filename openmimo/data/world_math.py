@@ -1,6 +1,6 @@
 """Math problems of the tiny world: four difficulty levels, each with a worked solution ending in \\boxed{}.
 
-- level 1: one operation            "What is 17 + 25?"   (solved in columns: ones, tens, carry)
+- level 1: one operation            "What is 17 + 25?"
 - level 2: several operations       "What is 12 + 7 * 3?"  /  "What is (12 + 7) * 3?"  /  "What is 40 - 13 + 8?"
 - level 3: linear equations         "Solve for x: 3x + 4 = 19."
 - level 4: word problems            "Mia has 12 apples. She buys 3 bags with 4 apples each. ..."
@@ -29,35 +29,6 @@ def _end(answer: int) -> str:
     return f"The answer is \\boxed{{{answer}}}."
 
 
-def column_steps(a: int, op: str, b: int) -> list[str]:
-    """Column arithmetic for a level-1 problem (operands below 100, ``b`` a digit for ``*``): one line per
-    column, each a single-digit fact plus a carry or borrow, then the result read off the columns.
-    This is the worked solution a person writes, and what lets a tiny model learn the arithmetic from a
-    hundred one-digit facts instead of memorising ten thousand two-digit sums."""
-    a1, a10, b1, b10 = a % 10, a // 10, b % 10, b // 10
-    if op == "+":
-        s1 = a1 + b1
-        carry = s1 // 10
-        tens = a10 + b10 + carry
-        lines = [f"Ones: {a1} + {b1} = {s1}, write {s1 % 10}, carry {carry}.", f"Tens: {a10} + {b10} + {carry} = {tens}."]
-        ones = s1 % 10
-    elif op == "-":
-        borrow = int(a1 < b1)
-        ones = a1 + 10 * borrow - b1
-        tens = a10 - b10 - borrow
-        lines = [f"Ones: {a1 + 10 * borrow} - {b1} = {ones}, borrow {borrow}.", f"Tens: {a10} - {b10} - {borrow} = {tens}."]
-    else:
-        if b >= 10:
-            raise ValueError(f"column_steps: the multiplier must be one digit, got {b}")
-        p1 = a1 * b
-        carry = p1 // 10
-        tens = a10 * b + carry
-        lines = [f"Ones: {a1} * {b} = {p1}, write {p1 % 10}, carry {carry}.", f"Tens: {a10} * {b} + {carry} = {tens}."]
-        ones = p1 % 10
-    result = int(f"{tens}{ones}") if tens else ones
-    return lines + [f"So {a} {op} {b} = {result}."]
-
-
 def level1(rng: random.Random):
     op = rng.choice("+-*+-")
     if op == "+":
@@ -71,8 +42,7 @@ def level1(rng: random.Random):
         a, b = rng.randint(2, 19), rng.randint(2, 9)
         r = a * b
     expr = f"{a} {op} {b}"
-    steps = column_steps(a, op, b)
-    return ("L1", a, op, b), f"What is {expr}?", "\n".join(steps + [_end(r)]), r
+    return ("L1", a, op, b), f"What is {expr}?", f"{expr} = {r}.\n{_end(r)}", r
 
 
 def level2(rng: random.Random):

@@ -25,7 +25,7 @@ def _norm(ans: str) -> str:
 
 
 @torch.no_grad()
-def math_accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int = 96, batch_size: int = 32,
+def math_accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int = 64, batch_size: int = 32,
                   prompt_fn=None) -> tuple[float, int]:
     from openmimo.data.world_math import math_prompt
     from openmimo.infer.oracle import greedy_batch
