@@ -64,7 +64,7 @@ PAPER = {"source": "MiMo-7B report, Table 2 (256 GPUs)", "speedup_early_terminat
 MEAN_KEYS = ("time_s", "gpu_idle_ratio", "sample_waste_ratio", "launches", "aborted_tokens", "aborted_sequences",
              "pass_rate", "valid_group_fraction", "selected_groups", "generated_tokens", "engine_tokens",
              "response_len_mean", "response_len_max", "reward_wait_s", "rounds", "decode_steps", "decode_s",
-             "prefill_s")
+             "prefill_s", "reward_errors", "reward_error_rate")
 
 
 # -- rewards and bookkeeping ---------------------------------------------------------------------------
@@ -175,6 +175,10 @@ def setup(args, score_fn=None) -> dict:
     tok = load_tokenizer(args.model)
     # kind "auto": per record, code when it has "tests" (scored by the judge), math otherwise (Math-Verify)
     problems, counts = load_problems(args.problems, "auto", tok, args.max_prompt_tokens, levels=args.levels or ())
+    if score_fn is None and counts["math"]:
+        from openmimo.rewards.math import require_math_verify
+
+        require_math_verify()  # a missing verifier would score every sample 0: a meaningless table
     model = load_model(args.model, dtype=rt.dtype, device=rt.device)
     longest = max(len(p["prompt_ids"]) for p in problems)
     max_len = min(longest + args.max_new_tokens + 1, model.config.max_position_embeddings)
@@ -258,6 +262,10 @@ def print_report(res: dict) -> None:
           f"naive dynamic sampling, GPU idle {100 * PAPER['gpu_idle_naive']:.1f}% -> "
           f"{100 * PAPER['gpu_idle_early_termination']:.1f}%, sample waste {100 * PAPER['sample_waste_naive']:.1f}% "
           f"-> {100 * PAPER['sample_waste_early_termination']:.1f}%.")
+    errs = {m: r["mean"].get("reward_errors", 0) for m, r in modes.items() if r["mean"].get("reward_errors", 0)}
+    if errs:
+        print("WARNING: rewards crashed or timed out (scored 0), per step: "
+              + ", ".join(f"{m} {k:.0f}" for m, k in errs.items()))
     short = {m: r["short_batches"] for m, r in modes.items() if r["short_batches"]}
     if short:
         print(f"Short batches (launch limit reached before {c['batch']} valid groups): "

@@ -174,3 +174,49 @@ def test_rollout_state_round_trip_and_config_errors():
         RolloutConfig(mode="fast").check()
     with pytest.raises(ValueError, match="'n'"):
         RolloutConfig(n=1).check()
+
+
+def test_crashed_rewards_are_counted_and_scored_zero():
+    """A reward that raises scores 0 (training goes on) and the step's metrics count it, so a broken
+    verifier (e.g. math-verify missing on the machine) shows up instead of looking like a 0% pass rate."""
+    import concurrent.futures as cf
+
+    from openmimo.rl.backends import PoolRewards, SimBackend, SyntheticTrace
+    from openmimo.rl.rollout import RolloutConfig, SeamlessRollout
+    from openmimo.rl.sampler import ProblemSampler
+
+    def score(problem, fin):
+        f = cf.Future()
+        if fin.index % 2:
+            f.set_exception(ImportError("No module named 'math_verify'"))
+        else:
+            f.set_result(1.0)
+        return f
+
+    trace = SyntheticTrace(num_problems=8, pass_rate=0.5, seed=0)
+    be = SimBackend(trace, slots=16)
+    ro = SeamlessRollout(be, PoolRewards(score, clock=be.clock), ProblemSampler(8, seed=0, use_easy_pool=False),
+                         [{} for _ in range(8)], RolloutConfig(mode="none", n=4, batch_groups=2))
+    groups, m = ro.collect()
+    assert m["reward_errors"] == 4 and m["reward_error_rate"] == 0.5
+    assert all(g.rewards == [1.0, 0.0, 1.0, 0.0] for g in groups)
+    assert all(g.reasons[1].startswith("error: ImportError") for g in groups)
+
+
+def test_missing_math_verify_is_a_startup_error(monkeypatch):
+    import builtins
+
+    from openmimo.config import ConfigError
+    from openmimo.rewards.math import require_math_verify
+
+    require_math_verify()  # installed here
+    real = builtins.__import__
+
+    def fake(name, *a, **k):
+        if name == "math_verify":
+            raise ImportError("No module named 'math_verify'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    with pytest.raises(ConfigError, match="math-verify"):
+        require_math_verify()

@@ -77,6 +77,17 @@ def normalise_gold(gold) -> str:
     return boxed if boxed is not None else g
 
 
+def require_math_verify() -> None:
+    """Fail at start-up, not as a zero reward for every sample, when math-verify is missing."""
+    try:
+        import math_verify  # noqa: F401
+    except ImportError as e:
+        from openmimo.config import ConfigError
+
+        raise ConfigError("the math reward needs the math-verify package, which is not installed "
+                          "(pip install math-verify; openmimo's own install brings it)") from e
+
+
 def _parse_gold(gold: str):
     from math_verify import parse
 

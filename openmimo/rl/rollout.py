@@ -288,6 +288,8 @@ class SeamlessRollout:
         scored = [g for g in groups if g.valid is not None and not g.aborted]
         n_valid_scored = sum(1 for g in scored if not is_zero_variance(g.rewards, cfg.zero_variance_tol))
         rewards = [r for g in scored for r in g.rewards]
+        # rewards that crashed or timed out (scored 0): a step where most are errors trains on noise
+        errors = sum(1 for g in scored for why in g.reasons if isinstance(why, str) and why.startswith("error"))
         sel_ids = {g.gid for g in selected}
         waste = 0 if cfg.mode == "none" else sum(1 for g in scored if g.valid and g.gid not in sel_ids)
         lens = [len(s.token_ids) for g in selected for s in g.samples]
@@ -298,6 +300,7 @@ class SeamlessRollout:
                 "pass_rate": sum(1 for r in rewards if r >= cfg.pass_threshold - 1e-9) / max(len(rewards), 1),
                 "valid_group_fraction": n_valid_scored / max(len(scored), 1), "selected_groups": len(selected),
                 "pool_draws": sum(1 for g in groups if g.from_pool),
+                "reward_errors": errors, "reward_error_rate": errors / max(len(rewards), 1),
                 "generated_tokens": sum(len(s.token_ids) for g in scored for s in g.samples),
                 "response_len_mean": sum(lens) / max(len(lens), 1), "response_len_max": max(lens, default=0)}
 

@@ -252,6 +252,10 @@ class RLRun:
         self.problems, self.data_counts = load_problems(d.train_path, d.kind, self.tok, d.max_prompt_tokens,
                                                         d.max_problems, d.levels)
         self.val = load_problems(d.val_path, d.kind, self.tok, d.max_prompt_tokens, d.val_problems)[0] if d.val_path else []
+        if any(p["reward_kind"] == "math" for p in self.problems + self.val):
+            from openmimo.rewards.math import require_math_verify
+
+            require_math_verify()
         g = cfg.gen
         self.engine = Engine(gen_model, max_slots=g.max_slots, max_len=g.max_len, seed=t.seed)
         stop = tuple(x for x in (self.tok.eos_id,) if x is not None)
@@ -375,6 +379,11 @@ class RLRun:
                 break
             groups, roll = self.rollout.collect()
             rec = {f"rollout/{k}": v for k, v in roll.items()}
+            if roll.get("reward_errors"):
+                import warnings
+
+                warnings.warn(f"rl step {self.step + 1}: {roll['reward_errors']} rewards crashed or timed out "
+                              f"({100 * roll['reward_error_rate']:.0f}%), scored 0", RuntimeWarning, stacklevel=1)
             if groups:
                 upd = self.update(groups)
                 t0 = time.perf_counter()
