@@ -23,7 +23,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "generate": ("openmimo.infer.generate", "generate completions for JSONL prompts with the KV-cache engine"),
     "serve": ("openmimo.infer.server", "serve a checkpoint over an OpenAI-compatible HTTP API"),
     "rl": ("openmimo.rl.trainer", "RL with MiMo's modified GRPO (dynamic sampling, easy pool) on the seamless rollout engine"),
-    "quickstart": ("openmimo.quickstart", "on CPU: pre-train the tiny model, RL on math, print held-out pass@1 before and after"),
+    "quickstart": ("openmimo.quickstart", "on CPU: pre-train the tiny model, RL on math and code, print held-out pass@1 before and after"),
 }
 
 
