@@ -8,10 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from openmimo.model.config import MiMoConfig
-from openmimo.model.mimo import build_model
 from openmimo.rl.rollout import MODES
-from openmimo.tokenizer import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,23 +20,13 @@ def _bench():
     return mod
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench_rollout")
-    texts = [f"Problem: What is {a} + {b}?\nSolution: {a} + {b} = {a + b}.\nThe answer is \\boxed{{{a + b}}}."
-             for a in range(20) for b in range(10)]
-    tok = train_tokenizer(texts, vocab_size=300)
-    cfg = MiMoConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                     num_nextn_predict_layers=0, eos_token_id=tok.eos_id)
-    build_model(cfg, seed=0).save_pretrained(root / "model", tokenizer=tok)
-    probs = [{"problem": f"What is {a} + 1?", "answer": str(a + 1), "level": 1 + a % 2} for a in range(12)]
-    (root / "train.jsonl").write_text("".join(json.dumps(p) + "\n" for p in probs))
-    return root
+@pytest.fixture
+def ckpt(tiny_math_ckpt):
+    return tiny_math_ckpt
 
 
 def _argv(root, out):
-    return ["--model", str(root / "model"), "--problems", str(root / "train.jsonl"), "--steps", "1", "--batch", "2",
+    return ["--model", str(root / "base"), "--problems", str(root / "train.jsonl"), "--steps", "1", "--batch", "2",
             "--n", "2", "--slots", "8", "--max-new-tokens", "6", "--max-launch-factor", "2", "--reward-workers", "1",
             "--json", str(out)]
 

@@ -1,0 +1,26 @@
+"""Shared fixtures."""
+
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_math_ckpt(tmp_path_factory):
+    """A tiny random MiMo checkpoint with a tokenizer trained on addition text (``root/base``) and
+    12 math problems ``What is a + 1?`` (levels 1 and 2) in ``root/train.jsonl``.  Read-only."""
+    from openmimo.model.config import MiMoConfig
+    from openmimo.model.mimo import build_model
+    from openmimo.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny_math")
+    texts = [f"Problem: What is {a} + {b}?\nSolution: {a} + {b} = {a + b}.\nThe answer is \\boxed{{{a + b}}}."
+             for a in range(20) for b in range(10)]
+    tok = train_tokenizer(texts, vocab_size=300)
+    cfg = MiMoConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                     num_nextn_predict_layers=0, eos_token_id=tok.eos_id)
+    build_model(cfg, seed=0).save_pretrained(root / "base", tokenizer=tok)
+    probs = [{"problem": f"What is {a} + 1?", "answer": str(a + 1), "level": 1 + a % 2} for a in range(12)]
+    (root / "train.jsonl").write_text("".join(json.dumps(p) + "\n" for p in probs))
+    return root
