@@ -36,7 +36,8 @@ def main(out_dir: str = "runs/quickstart", rl_steps: int | None = None, override
     kinds = [kd for kd in ("math", "code") if kd in after] or ["all"]  # per kind when both were validated
     for kind in kinds:
         b, a = before.get(kind, before), after.get(kind, after)
-        print(f"[quickstart] held-out {kind} pass@1 (avg over {k} samples, {a.get('n_problems', 0)} problems): "
+        print(f"[quickstart] held-out {kind} pass@1 (avg over {k} samples at temperature {rcfg.train.val_temperature}, "
+              f"top-p {rcfg.train.val_top_p}; {a.get('n_problems', 0)} problems): "
               f"before RL {100 * b.get('pass@1', 0):.1f}% -> after RL {100 * a.get('pass@1', 0):.1f}%")
     return {"before": before, "after": after}
 

@@ -88,7 +88,8 @@ class RLTrainConfig:
     seed: int = 0
     val_every: int = 10  # 0 = only at the start and the end
     val_n: int = 4  # samples per validation problem (avg@k, pass@k)
-    val_temperature: float = 1.0
+    val_temperature: float = 0.6  # the evaluation protocol (MiMo's): temperature 0.6, top-p 0.95
+    val_top_p: float = 0.95
     ckpt_every: int = 10
     reward_workers: int = 2
     reward_timeout: float = 10.0
@@ -308,7 +309,7 @@ class RLRun:
             return {}
         t = self.cfg.train
         saved = self.backend.params
-        self.backend.params = dataclasses.replace(saved, temperature=t.val_temperature)
+        self.backend.params = dataclasses.replace(saved, temperature=t.val_temperature, top_p=t.val_top_p)
         scores = generate_and_score(self.backend, self.rewards, [(p["prompt_ids"], p) for p in self.val], t.val_n)
         self.backend.params = saved
         ks = sorted({1, t.val_n})
