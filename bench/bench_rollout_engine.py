@@ -212,7 +212,7 @@ def warm_up(ctx: dict, args) -> float:
         for i in range(2 * args.reward_workers):
             score(math_rec, Finished(-1, i, ids, [], "stop", 0.0))
     if code_rec is not None:
-        ids = tok.encode("print(0)\n```\n")  # the code prompt opened the fence (completion_prefix)
+        ids = tok.encode("print(0)\n```\n")  # the code prompt opened the fence (CODE_OPEN)
         score(code_rec, Finished(-1, 0, ids, [], "stop", 0.0))
     score.settle()
     drain(engine)

@@ -10,7 +10,6 @@
 # refuse to start (openmimo.rewards.math.require_math_verify).  sympy is already in the image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-grep -qx '.whl/' .gitignore || echo '.whl/' >> .gitignore
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
   math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2

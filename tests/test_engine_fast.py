@@ -13,19 +13,8 @@ import torch
 
 from openmimo.infer.engine import Engine, SamplingParams
 from openmimo.infer.oracle import generate_oracle
-from openmimo.model.config import MiMoConfig
 from openmimo.model.mimo import build_model
-
-PROMPTS = [[1, 2, 3], [5] * 9, [7, 8], list(range(3, 17)), [2], [9, 4, 9, 4, 9], [11] * 4]
-
-
-def tiny_cfg(**kw):
-    base = dict(vocab_size=61, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=96, num_nextn_predict_layers=2,
-                tie_word_embeddings=False, initializer_range=0.3)
-    base.update(kw)
-    return MiMoConfig(**base)
-
+from test_engine import PROMPTS, tiny_cfg  # the same tiny model and prompts as the engine tests
 
 @pytest.fixture(scope="module")
 def model():

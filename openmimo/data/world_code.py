@@ -254,14 +254,18 @@ def make_problems(fam: Family, rng: random.Random, split: str, index: int, large
     return records
 
 
+CODE_OPEN = "```python\n"  # the fence that opens the program in code_text (and ends code_prompt)
+
+
 def code_text(rec: dict) -> str:
     """Pre-training text of a code record: statement, then the reference program."""
-    return f"{rec['question_content']}\n\nSolution:\n```python\n{rec['solution']}```\n"
+    return f"{rec['question_content']}\n\nSolution:\n{CODE_OPEN}{rec['solution']}```\n"
 
 
 def code_prompt(statement: str) -> str:
-    """Prompt for a base model, in the format of :func:`code_text`: it continues with the program."""
-    return f"{statement}\n\nSolution:\n```python\n"
+    """Prompt for a base model, in the format of :func:`code_text`: it continues with the program, so a
+    completion lacks the opening fence (:data:`CODE_OPEN`) that the judge looks for."""
+    return f"{statement}\n\nSolution:\n{CODE_OPEN}"
 
 
 def code_reasoning(rec: dict, rng: random.Random) -> tuple[str, str]:

@@ -153,9 +153,7 @@ def _load_file(p: Path, kind: str, tokenizer, max_prompt_tokens: int, limit: int
         if len(ids) > max_prompt_tokens:
             counts["too_long"] += 1
             continue
-        # the judge reads the last fenced block: a code prompt opened the fence, so the completion needs it back
-        prefix = "```python\n" if rkind == "code" else ""
-        out.append({**rec, "prompt_ids": ids, "reward_kind": rkind, "completion_prefix": prefix})
+        out.append({**rec, "prompt_ids": ids, "reward_kind": rkind})
         counts["kept"] += 1
         counts[rkind] += 1
         if limit and len(out) >= limit:
@@ -171,14 +169,17 @@ def make_score_fn(kind: str, tokenizer, pool, timeout: float):
 
     def score(problem, fin):
         text = tokenizer.decode(fin.token_ids, skip_special_tokens=True)
-        if (problem.get("reward_kind", "math") if kind == "auto" else kind) == "math":
+        if problem.get("reward_kind", kind) == "math":
             return submit_math_reward(text, problem["answer"], pool=pool, timeout=timeout)
         # Code goes straight to the judge, which already runs tests in parallel, isolated and
         # time-limited; a pool worker would start a judge (a sandbox per core) of its own.
         from openmimo.rewards.adapters import submit_code_reward
 
         record = {k: problem[k] for k in ("tests", "fn_name", "metadata") if k in problem}
-        return submit_code_reward(problem.get("completion_prefix", "") + text, record, levels=problem.get("test_levels"))
+        # the prompt opened the code fence (code_prompt): the judge reads the fenced block, so put it back
+        from openmimo.data.world_code import CODE_OPEN
+
+        return submit_code_reward(CODE_OPEN + text, record, levels=problem.get("test_levels"))
 
     return score
 
