@@ -86,8 +86,14 @@ def test_assert_tests_and_syntax_error(judge):
 
 
 def test_limits_verdicts(judge):
-    v = judge.run("while True: pass", [{"input": "", "output": ""}])
-    assert v[0].status == "time_limit" and 1.0 <= v[0].time < 1.5  # precise CPU limit (ITIMER_PROF)
+    # precise CPU limit (ITIMER_PROF). The wall-clock backstop is set far out so that on a loaded machine (CI runs
+    # the whole suite on 2 cores) the busy loop still reaches its CPU limit before the backstop fires.
+    cpu_only = Limits(time_s=1.0, memory_mb=256, wall_factor=30.0, wall_extra_s=5.0)
+    v = judge.run("while True: pass", [{"input": "", "output": ""}], limits=cpu_only)
+    assert v[0].status == "time_limit" and v[0].detail == "cpu time" and 1.0 <= v[0].time < 1.5, v[0]
+    # a program that burns no CPU is caught by the backstop instead, and says so
+    v = judge.run("import time\ntime.sleep(100)", [{"input": "", "output": ""}])
+    assert v[0].status == "time_limit" and v[0].detail == "wall-clock backstop" and v[0].time < 1.0, v[0]
     v = judge.run("x = ' ' * (400 << 20)", [{"input": "", "output": ""}])
     assert v[0].status == "memory_limit"
     small = Limits(time_s=1.0, memory_mb=256, output_bytes=1000)
