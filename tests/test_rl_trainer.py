@@ -79,6 +79,42 @@ def test_rl_run_updates_syncs_weights_and_resumes_exactly(ckpt, tmp_path):
     assert torch.allclose(full, resumed, atol=1e-6)
 
 
+def _p_even_first_token(model, problems) -> float:
+    """The policy's probability of an even first response token, averaged over the prompts (exact, no sampling)."""
+    with torch.no_grad():
+        probs = []
+        for p in problems:
+            logits = model(torch.tensor([p["prompt_ids"]])).logits[0, -1].float()
+            probs.append(torch.softmax(logits, -1)[0::2].sum())
+        return float(torch.stack(probs).mean())
+
+
+def test_rl_raises_the_reward_it_is_trained_on(ckpt, tmp_path):
+    # the update must move the policy toward what the reward pays for: with the stand-in reward (1 when the
+    # first response token is even) the probability of an even first token rises on the training prompts
+    cfg = _cfg(ckpt, tmp_path / "learn", 20)
+    run = RLRun(cfg)
+    _fake_rewards(run)
+    try:
+        before = _p_even_first_token(run.model, run.problems)
+        with _nowarn():
+            run.train()
+        after = _p_even_first_token(run.model, run.problems)
+    finally:
+        run.close()
+    assert after > before + 0.1, (before, after)
+
+
+def test_val_levels_filter_validation_records(ckpt, tmp_path):
+    cfg = _cfg(ckpt, tmp_path / "v", 1)
+    cfg.data.val_levels, cfg.data.val_problems = [2], 100
+    run = RLRun(cfg)
+    try:
+        assert len(run.val) == 6 and all(p["level"] == 2 for p in run.val)
+    finally:
+        run.close()
+
+
 def build_model_from(root):
     from openmimo.model.hf import load_model
 

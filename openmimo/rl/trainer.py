@@ -38,6 +38,8 @@ class RLDataConfig:
     max_prompt_tokens: int = 256  # longer prompts are dropped (counted)
     # keep only training records of these "level"s ([] = all); records without a level (code) are kept
     levels: list[int] = field(default_factory=list)
+    # the same filter for validation records ([] = all): measure on the distribution RL trains on
+    val_levels: list[int] = field(default_factory=list)
 
     def check(self):
         if self.kind not in ("math", "code", "auto"):
@@ -253,7 +255,8 @@ class RLRun:
         d = cfg.data
         self.problems, self.data_counts = load_problems(d.train_path, d.kind, self.tok, d.max_prompt_tokens,
                                                         d.max_problems, d.levels)
-        self.val = load_problems(d.val_path, d.kind, self.tok, d.max_prompt_tokens, d.val_problems)[0] if d.val_path else []
+        self.val = load_problems(d.val_path, d.kind, self.tok, d.max_prompt_tokens, d.val_problems,
+                                 d.val_levels)[0] if d.val_path else []
         if any(p["reward_kind"] == "math" for p in self.problems + self.val):
             from openmimo.rewards.math import require_math_verify
 
