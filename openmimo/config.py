@@ -122,7 +122,8 @@ def validate(cfg: Any, src: str = "<config>", prefix: str = "") -> None:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b=3`` -> (["a", "b"], 3).  The value is parsed as YAML (numbers, bools, lists)."""
+    """``a.b=3`` -> (["a", "b"], 3).  The value is parsed as YAML (numbers, bools, lists); a numeric
+    key part indexes a list (``stages.0.tokens=2000000``)."""
     if "=" not in text:
         raise ConfigError(f"override '{text}' is not of the form key=value")
     key, raw = text.split("=", 1)
@@ -136,13 +137,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def _set_path(d: dict, path: list[str], value: Any) -> None:
-    for p in path[:-1]:
+    """Set ``value`` at ``path``; a numeric part indexes a list (``stages.2.tokens=1000``)."""
+    for i, p in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(d, list):
+            if not p.lstrip("-").isdigit() or not -len(d) <= int(p) < len(d):
+                raise ConfigError(f"override key '{'.'.join(path)}': '{p}' is not an index of a list of {len(d)}")
+            if last:
+                d[int(p)] = value
+                return
+            d = d[int(p)]
+            continue
+        if last:
+            d[p] = value
+            return
         nxt = d.get(p)
-        if not isinstance(nxt, dict):
+        if not isinstance(nxt, (dict, list)):
             nxt = {}
             d[p] = nxt
         d = nxt
-    d[path[-1]] = value
 
 
 def to_dict(cfg: Any) -> dict:

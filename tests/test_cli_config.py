@@ -63,6 +63,20 @@ def test_yaml_and_dotted_overrides(tmp_path):
     assert cfg.inner.a == 4 and cfg.inner.b == [1.0, 2.0] and cfg.name == "y"
 
 
+def test_overrides_index_into_lists():
+    tiny = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+    base = load(PretrainConfig, tiny)
+    cfg = load(PretrainConfig, tiny, ["stages.0.tokens=1000", "stages.-1.mixture.web=0.1",
+                                      "stages.-1.mixture.math=0.55"])
+    assert cfg.stages[0].tokens == 1000 and cfg.stages[2].mixture["web"] == 0.1
+    assert [s.name for s in cfg.stages] == [s.name for s in base.stages]  # the other entries are kept whole
+    assert cfg.stages[1] == base.stages[1]
+    with pytest.raises(ConfigError, match="'7' is not an index of a list of 3"):
+        load(PretrainConfig, tiny, ["stages.7.tokens=1"])
+    with pytest.raises(ConfigError, match="'first' is not an index"):
+        load(PretrainConfig, tiny, ["stages.first.tokens=1"])
+
+
 @pytest.mark.parametrize("yaml_text, pattern", [
     ("inner:\n  c: 1\n", r"c\.yaml.*unknown key 'inner\.c'"),
     ("inner:\n  a: hello\n", r"c\.yaml.*'inner\.a' must be an integer"),
