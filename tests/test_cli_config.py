@@ -66,9 +66,8 @@ def test_yaml_and_dotted_overrides(tmp_path):
 def test_overrides_index_into_lists():
     tiny = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
     base = load(PretrainConfig, tiny)
-    cfg = load(PretrainConfig, tiny, ["stages.0.tokens=1000", "stages.-1.mixture.web=0.1",
-                                      "stages.-1.mixture.math=0.55"])
-    assert cfg.stages[0].tokens == 1000 and cfg.stages[2].mixture["web"] == 0.1
+    cfg = load(PretrainConfig, tiny, ["stages.0.tokens=1000", "stages.-1.rope_theta=20000.0"])
+    assert cfg.stages[0].tokens == 1000 and cfg.stages[2].rope_theta == 20000.0
     assert [s.name for s in cfg.stages] == [s.name for s in base.stages]  # the other entries are kept whole
     assert cfg.stages[1] == base.stages[1]
     with pytest.raises(ConfigError, match="'7' is not an index of a list of 3"):

@@ -39,7 +39,7 @@ def test_same_seed_is_byte_identical_and_seeds_differ(wdir, tmp_path):
 
 def test_layout_and_manifest(wdir):
     m = json.loads((wdir / "manifest.json").read_text())
-    expected = {f"text/{c}.{s}.jsonl" for c in ("web", "math", "code", "reasoning") for s in ("train", "val")}
+    expected = {f"text/{c}.{s}.jsonl" for c in ("web", "math", "arithmetic", "code", "reasoning") for s in ("train", "val")}
     expected |= {f"{k}/{s}.jsonl" for k in ("math", "code") for s in ("train", "val", "test")} | {"html/pages.jsonl"}
     assert set(m["counts"]) == expected
     for rel, n in m["counts"].items():
@@ -48,6 +48,10 @@ def test_layout_and_manifest(wdir):
         if rel.startswith("text/"):
             assert all(isinstance(r["text"], str) and r["text"].strip() for r in recs), rel
     assert m["seed"] == 3 and m["scale"] == SCALE
+    # the arithmetic source is exactly the level-1 part of the math source
+    for split in ("train", "val"):
+        math_l1 = [r for r in _read(wdir / f"text/math.{split}.jsonl") if r["level"] == 1]
+        assert _read(wdir / f"text/arithmetic.{split}.jsonl") == math_l1 and math_l1
 
 
 def test_default_scale_is_small_and_arithmetic_heavy():

@@ -6,6 +6,7 @@ writes, byte-identically for the same seed and scale::
     OUT_DIR/
       text/web.{train,val}.jsonl         prose articles                       {"id", "text"}
       text/math.{train,val}.jsonl        "Problem: ...\\nSolution: ..."         {"id", "text", "level"}
+      text/arithmetic.{train,val}.jsonl  the level-1 records of text/math        {"id", "text", "level"}
       text/code.{train,val}.jsonl        statement + reference program         {"id", "text"}
       text/reasoning.{train,val}.jsonl   chat-format text with <think> blocks   {"id", "text", "messages", "kind"}
       math/{train,val,test}.jsonl        {"problem", "solution", "answer", "level", "subject", "unique_id"}
@@ -158,6 +159,8 @@ def generate(seed: int = 0, scale: float = 1.0) -> dict:
         mrecs, crecs = math_split[split], code_split[split]
         files[f"text/math.{split}.jsonl"] = [{"id": r["unique_id"], "text": world_math.math_text(r), "level": r["level"]}
                                              for r in mrecs]
+        # the level-1 subset as a source of its own, so a mixture can weight easy arithmetic (a curriculum)
+        files[f"text/arithmetic.{split}.jsonl"] = [x for x in files[f"text/math.{split}.jsonl"] if x["level"] == 1]
         files[f"text/code.{split}.jsonl"] = [{"id": c["question_id"], "text": world_code.code_text(c)} for c in crecs]
         r = rng(f"web-{split}")
         web = []

@@ -15,7 +15,9 @@ import torch.distributed as dist
 from openmimo.config import ConfigError
 from openmimo.jsonl import read_jsonl
 
-WORLD_SOURCES = ("web", "math", "code", "reasoning")
+WORLD_SOURCES = ("web", "math", "arithmetic", "code", "reasoning")
+# the tokenizer is trained on these (arithmetic is a subset of math: counting it twice would skew the BPE)
+_TOKENIZER_SOURCES = ("web", "math", "code", "reasoning")
 
 
 def _prepare_world(cfg, data_dir: Path) -> None:
@@ -26,7 +28,7 @@ def _prepare_world(cfg, data_dir: Path) -> None:
     world = data_dir / "world"
     make_world(world, seed=cfg.train.seed, scale=cfg.data.world_scale)
     texts = []
-    for src in WORLD_SOURCES:
+    for src in _TOKENIZER_SOURCES:
         texts.extend(r["text"] for r in read_jsonl(world / "text" / f"{src}.train.jsonl"))
     tok = train_tokenizer(texts, vocab_size=cfg.data.tokenizer_vocab)
     tok.save(data_dir / "tokenizer")
