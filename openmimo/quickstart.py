@@ -1,8 +1,7 @@
 """`openmimo quickstart`: the recipe in miniature on CPU — pre-train the tiny model, RL on math, compare.
 
-1. ``openmimo.train.pretrain.main`` with ``configs/tiny.yaml`` and :data:`PRETRAIN_OVERRIDES` (the embedded
-   world; 2M tokens, about 6 minutes on 2 cores: past the point where the tiny model starts to solve held-out
-   arithmetic, which the 5-minute preset's 1.4M tokens only begin to reach, docs/tiny_tuning.md);
+1. ``openmimo.train.pretrain.main`` with ``configs/tiny.yaml`` (the embedded world, 1.4M tokens, about 5
+   minutes on 2 cores);
 2. ``openmimo.rl.trainer`` with ``configs/rl_tiny.yaml`` on the world's math and code train splits
    (one run, reward per problem: Math-Verify-style answer check or the code judge);
 3. prints held-out pass@1 (averaged over ``val_n`` >= 4 samples per problem; the world's math and
@@ -12,12 +11,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-# The tiny preset, longer: 0.8M / 0.8M / 0.4M tokens with the constant phase and the decay stretched to match
-# (measured: 61.5% greedy held-out level-1 math at 2M tokens, against 11.5% at the preset's 1.4M).
-PRETRAIN_OVERRIDES = ("stages.0.tokens=800000", "stages.1.tokens=800000", "stages.2.tokens=400000",
-                      "optim.constant_tokens=950000", "optim.decay_tokens=1000000", "mtp.switch_tokens=1300000",
-                      "train.time_limit_s=480")
 
 
 def main(out_dir: str = "runs/quickstart", rl_steps: int | None = None, overrides=()) -> dict:
@@ -29,7 +22,7 @@ def main(out_dir: str = "runs/quickstart", rl_steps: int | None = None, override
 
     root = Path(__file__).resolve().parent.parent / "configs"
     out = Path(out_dir)
-    pcfg = load(PretrainConfig, root / "tiny.yaml", [*PRETRAIN_OVERRIDES, f"train.out_dir={out / 'pretrain'}"])
+    pcfg = load(PretrainConfig, root / "tiny.yaml", [f"train.out_dir={out / 'pretrain'}"])
     pretrain_main(pcfg)
     world = out / "pretrain" / "data" / "world"
     ov = [f"train.model_path={out / 'pretrain' / 'final'}", f"train.out_dir={out / 'rl'}",
