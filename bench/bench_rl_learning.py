@@ -7,8 +7,8 @@
 Builds :class:`openmimo.rl.trainer.RLRun` from ``--config`` (default the tiny preset) with the given
 checkpoint and training problems, then alternates ``--eval-every`` training iterations (rollout,
 update, weight sync: exactly what ``openmimo rl`` does per step) with a held-out measurement:
-``--eval-problems`` problems of ``--held-out`` (filtered by ``--levels``) x ``--eval-n`` samples at the
-evaluation protocol's temperature 0.6 / top-p 0.95, scored by the same reward service.  The many
+``--eval-problems`` problems of ``--held-out`` (filtered by ``--levels``) x ``--eval-n`` samples through
+:meth:`RLRun.validate` (the config's evaluation protocol: temperature 0.6 / top-p 0.95).  The many
 samples keep the standard error near one point (a 48 x 4 validation has about three), which is what
 a "+5 points" claim needs.  ``--fixed`` trains on the first ``--eval-problems`` training problems only
 and measures on those same problems (can the update learn what it is trained on?).
@@ -19,7 +19,6 @@ Prints a Markdown table: iterations, held-out pass@1, rollout pass rate, entropy
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -42,8 +41,6 @@ def main(argv=None) -> list[dict]:
     a = ap.parse_args(argv)
 
     from openmimo.config import load
-    from openmimo.rl.advantage import summarise_validation
-    from openmimo.rl.rollout import generate_and_score
     from openmimo.rl.trainer import RLConfig, RLRun, load_problems
 
     ov = [f"train.model_path={a.model}", f"train.out_dir={a.out_dir}", f"data.train_path=[{', '.join(a.train)}]",
@@ -59,12 +56,12 @@ def main(argv=None) -> list[dict]:
             held = load_problems(a.held_out, cfg.data.kind, run.tok, cfg.data.max_prompt_tokens, a.eval_problems,
                                  a.levels)[0]
 
+        # RLRun.validate is the measurement: the same engine and rewards, at the config's evaluation protocol
+        # (train.val_temperature / val_top_p: 0.6 / 0.95), over these problems x --eval-n samples
+        run.val, cfg.train.val_n = held, a.eval_n
+
         def measure() -> float:
-            saved = run.backend.params
-            run.backend.params = dataclasses.replace(saved, temperature=0.6, top_p=0.95)
-            scores = generate_and_score(run.backend, run.rewards, [(p["prompt_ids"], p) for p in held], a.eval_n)
-            run.backend.params = saved
-            return summarise_validation(scores)["pass@1"]
+            return run.validate()["pass@1"]
 
         rows = [{"iters": 0, "pass@1": measure(), "rollout_pass": float("nan"), "entropy": float("nan"), "wall_s": 0.0}]
         print(f"[bench] {len(run.problems)} training problems, {len(held)} held-out x {a.eval_n}: "
@@ -85,9 +82,10 @@ def main(argv=None) -> list[dict]:
                 print(f"[bench] {it} iterations ({wall:.0f}s): held-out pass@1 {100 * rows[-1]['pass@1']:.1f}%",
                       flush=True)
         n = len(held) * a.eval_n
-        print(f"\nheld-out: {len(held)} problems x {a.eval_n} samples (T=0.6, top-p 0.95); one-sample standard error "
-              f"at p=0.2: {100 * math.sqrt(0.16 / n):.1f} points; lr {cfg.actor.lr}, batch {cfg.rollout.batch_groups} "
-              f"x {cfg.rollout.n}\n")
+        t = cfg.train
+        print(f"\nheld-out: {len(held)} problems x {a.eval_n} samples (T={t.val_temperature}, top-p {t.val_top_p}); "
+              f"one-sample standard error at p=0.2: {100 * math.sqrt(0.16 / n):.1f} points; lr {cfg.actor.lr}, "
+              f"batch {cfg.rollout.batch_groups} x {cfg.rollout.n}\n")
         print("| RL iterations | held-out pass@1 | rollout pass rate (since last row) | entropy | wall (training) |")
         print("|---|---|---|---|---|")
         for r in rows:

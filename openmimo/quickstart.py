@@ -1,4 +1,4 @@
-"""`openmimo quickstart`: the recipe in miniature on CPU — pre-train the tiny model, RL on math, compare.
+"""`openmimo quickstart`: the recipe in miniature on CPU — pre-train the tiny model, RL on math and code, compare.
 
 1. ``openmimo.train.pretrain.main`` with ``configs/tiny.yaml`` (the embedded world, 1.4M tokens, about 5
    minutes on 2 cores);

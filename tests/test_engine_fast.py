@@ -16,6 +16,7 @@ from openmimo.infer.oracle import generate_oracle
 from openmimo.model.mimo import build_model
 from test_engine import PROMPTS, tiny_cfg  # the same tiny model and prompts as the engine tests
 
+
 @pytest.fixture(scope="module")
 def model():
     return build_model(tiny_cfg(), seed=1)

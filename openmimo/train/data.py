@@ -17,7 +17,7 @@ from openmimo.jsonl import read_jsonl
 
 WORLD_SOURCES = ("web", "math", "arithmetic", "code", "reasoning")
 # the tokenizer is trained on these (arithmetic is a subset of math: counting it twice would skew the BPE)
-_TOKENIZER_SOURCES = ("web", "math", "code", "reasoning")
+_TOKENIZER_SOURCES = tuple(s for s in WORLD_SOURCES if s != "arithmetic")
 
 
 def _prepare_world(cfg, data_dir: Path) -> None:
