@@ -163,6 +163,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="default bf16 on GPU, fp32 on CPU")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="compile the decode step (default: on for CUDA, off for CPU)")
+    ap.add_argument("--kv-buckets", action=argparse.BooleanOptionalAction, default=None,
+                    help="one compiled graph per attention-length bucket (the engine's default) instead of one "
+                         "per sampling mode over the whole capacity (default here: off when compiling, so the "
+                         "warm-up compiles 2 graphs per engine, not 2 per bucket)")
     ap.add_argument("--ignore-eos", action="store_true", help="always generate --new-tokens (no stop token)")
     ap.add_argument("--device", help="default cuda when available (cpu with --tiny)")
     ap.add_argument("--json", help="also write the rows to this file")
@@ -173,6 +177,7 @@ def main(argv=None) -> int:
     dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
     compile = device.type == "cuda" if args.compile is None else args.compile
+    kv_buckets = (not compile) if args.kv_buckets is None else args.kv_buckets
     if args.tiny:  # keep the dry run short on a laptop CPU
         args.new_tokens, args.num_prompts = min(args.new_tokens, 24), min(args.num_prompts, 4)
         args.batch = [min(b, 4) for b in args.batch]  # batch 16 -> 4: all slots decode every step
@@ -212,13 +217,15 @@ def main(argv=None) -> int:
     for b in args.batch:
         plain = {}
         for k in [0] + ks:
-            engine = Engine(model, max_slots=b, max_len=max_len, spec_k=k, compile=compile)
-            # warm-up: one request from the shortest prompt's length up to the longest one + new tokens
-            # (compiles every attention-length bucket; without compilation a few steps are enough)
+            engine = Engine(model, max_slots=b, max_len=max_len, spec_k=k, compile=compile, kv_buckets=kv_buckets)
+            # warm-up, at every temperature (greedy and sampling are different graphs): one request from the
+            # shortest prompt's length up to the longest one + new tokens when every attention-length bucket
+            # must be compiled; a few steps otherwise
             warm = prompts[lens.index(min(lens))]
-            n_warm = max_len - len(warm) if compile else min(4, max_len - len(warm))
+            n_warm = max_len - len(warm) if compile and kv_buckets else min(4, max_len - len(warm))
             t_warm = time.perf_counter()
-            engine.generate([warm], SamplingParams(max_new_tokens=n_warm, temperature=0, seed=0))
+            for temp in args.temperatures:
+                engine.generate([warm], SamplingParams(max_new_tokens=n_warm, temperature=temp, seed=0))
             engine.generate(prompts, SamplingParams(max_new_tokens=2, temperature=0, seed=0))  # prefill shapes
             sync(device)
             print(f"batch {b} k {k}: warm-up (compilation) {time.perf_counter() - t_warm:.1f} s",
@@ -257,7 +264,8 @@ def main(argv=None) -> int:
     gen_per_seq = [r["generated"] / len(prompts) for r in rows if r["k"] == 0]
     print(f"\nDevice: {name}; torch {torch.__version__}; date {datetime.date.today()}; commit {commit}; "
           f"model {'tiny random (--tiny)' if args.tiny else model_path} ({n_params / 1e6:.1f}M main params, "
-          f"{n_mtp} MTP layers, {dtype_name}); compile {'on' if compile else 'off'}")
+          f"{n_mtp} MTP layers, {dtype_name}); compile {'on' if compile else 'off'}; "
+          f"kv buckets {'on' if kv_buckets else 'off (one graph per sampling mode, attention over the capacity)'}")
     print(f"{len(prompts)} prompts from {'generated world-math problems' if args.tiny else prompts_file} "
           f"(prompt length {min(lens)}-{max(lens)}, mean {sum(lens) / len(lens):.0f}); up to {new_tokens} new "
           f"tokens, {'no stop token' if not stop_ids else 'stop at eos'} (plain runs: mean "

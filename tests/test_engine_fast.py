@@ -106,6 +106,22 @@ def test_greedy_graph_equals_sampling_graph(model, spec_k):
         assert cs[0].sampling_logprobs == [0.0] * 12
 
 
+@pytest.mark.parametrize("spec_k", [0, 2])
+def test_one_graph_over_the_capacity_equals_length_buckets(model, spec_k):
+    """kv_buckets=False (attention over the whole capacity, one compiled graph per sampling mode) gives
+    the tokens of the bucketed engine and the same log-probs up to float summation order."""
+    params = mixed_params()
+    ref = Engine(model, max_slots=3, max_len=64, spec_k=spec_k).generate(PROMPTS, params)
+    eng = Engine(model, max_slots=3, max_len=64, spec_k=spec_k, kv_buckets=False)
+    assert eng._kv_bucket() == eng.capacity
+    one = eng.generate(PROMPTS, params)
+    for (t1, l1, s1, f1), (t2, l2, s2, f2) in zip(flat(one), flat(ref)):
+        assert (t1, f1) == (t2, f2)
+        assert torch.allclose(torch.tensor(l1), torch.tensor(l2), atol=1e-5)
+        assert torch.allclose(torch.tensor(s1), torch.tensor(s2), atol=1e-5)
+    assert one[0][0].token_ids == generate_oracle(model, PROMPTS[0], 12)[0]
+
+
 # -- Triton kernels ------------------------------------------------------------------------------
 def _kernel_checks(device: str, dtype: torch.dtype) -> None:
     """Kernels against references, then a whole engine with and without them."""

@@ -128,13 +128,17 @@ class Engine:
 
     def __init__(self, model, *, max_slots: int | None = None, max_len: int | None = None,
                  kv_budget_bytes: int | None = None, spec_k: int = 0, compile: bool | None = None,
-                 seed: int | None = None, overlap: bool | None = None):
+                 seed: int | None = None, overlap: bool | None = None, kv_buckets: bool = True):
         cfg = model.config
         p = next(model.parameters())
         self.model, self.cfg, self.device, self.dtype = model.eval(), cfg, p.device, p.dtype
         if not 0 <= spec_k <= cfg.num_nextn_predict_layers:
             raise ValueError(f"spec_k={spec_k}: the model has {cfg.num_nextn_predict_layers} MTP layers")
         self.k = spec_k
+        # kv_buckets=False: every decode step attends over the whole capacity, so a compiled engine has one
+        # graph per sampling mode instead of one per (power-of-two length bucket, mode).  Correct on every
+        # device; cheap only where attention stops at each row's own position (the CUDA decode kernel).
+        self.kv_buckets = kv_buckets
         self.max_len = min(max_len or cfg.max_position_embeddings, cfg.max_position_embeddings)
         self.capacity = self.max_len + 2 * spec_k + 2  # verify/draft windows may write past max_len
         n_layers = cfg.num_hidden_layers + spec_k
@@ -395,7 +399,9 @@ class Engine:
 
         A sequence with L emitted tokens has cached n_p + L - 1 positions; the step writes and attends
         up to k more, so it needs n_p + L + k (one spare).  A step still in flight adds up to k + 1
-        positions first, so then n_p + L + 2k + 1 (no spare)."""
+        positions first, so then n_p + L + 2k + 1 (no spare).  Without ``kv_buckets``: the capacity."""
+        if not self.kv_buckets:
+            return self.capacity
         need = max(len(s.req.prompt_ids) + len(s.tokens) for s in self.running.values()) + self.k + 1
         if inflight:
             need += self.k
