@@ -51,7 +51,7 @@ def time_steps(step, dev, warmup: int, iters: int) -> float:
     return (time.perf_counter() - t0) / iters
 
 
-def bench_hf(cfg, dev, B, T, compiled, warmup, iters):
+def bench_hf(cfg, dev, B, T, compiled, warmup, iters, attention="auto"):
     import transformers
 
     hf_cfg = transformers.Qwen2Config(
@@ -68,8 +68,9 @@ def bench_hf(cfg, dev, B, T, compiled, warmup, iters):
     ids = torch.randint(0, cfg.vocab_size, (B, T), device=dev)
 
     def step():
-        loss = fwd(input_ids=ids, labels=ids).loss
-        loss.backward()
+        with pinned(attention):
+            loss = fwd(input_ids=ids, labels=ids).loss
+            loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -78,11 +79,25 @@ def bench_hf(cfg, dev, B, T, compiled, warmup, iters):
     return dt
 
 
-def bench_ours(cfg, dev, B, T, compiled, master_fp32, packed, warmup, iters):
+def pinned(backend: str):
+    """sdpa_kernel context forcing one SDPA backend (a no-op for "auto")."""
+    import contextlib
+
+    if backend == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([{"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+                         "efficient": SDPBackend.EFFICIENT_ATTENTION}[backend]])
+
+
+def bench_ours(cfg, dev, B, T, compiled, master_fp32, packed, warmup, iters, attention="auto"):
+    from openmimo.model.mimo import set_attention_backend
     from openmimo.model.parallel import apply_compile
     from openmimo.runtime import Runtime
     from openmimo.train.loop import Trainer, build_optimizer
 
+    set_attention_backend(attention)
     param_dtype = torch.float32 if (master_fp32 or dev.type != "cuda") else torch.bfloat16
     model = build_model(cfg, device=dev, dtype=param_dtype, seed=0)
     if compiled == "whole":
@@ -94,16 +109,20 @@ def bench_ours(cfg, dev, B, T, compiled, master_fp32, packed, warmup, iters):
     opt = build_optimizer(model, 1e-4, (0.9, 0.95), 1e-8, 0.1, dev)
     trainer = Trainer(model, opt, rt, grad_clip=1.0)
     ids = torch.randint(0, cfg.vocab_size, (B, T), device=dev)
-    pos = torch.arange(T, device=dev).expand(B, T).clone()
-    if packed:  # 4 documents per row
-        pos = pos % (T // 4)
-    mb = {"input_ids": ids, "position_ids": pos, "labels": ids}
+    # One document per row (what the transformers anchor computes: plain causal attention, SDPA) unless
+    # packed: then per-document position ids, 4 documents per row, masked by FlexAttention.
+    mb = {"input_ids": ids, "labels": ids}
+    if packed:
+        mb["position_ids"] = torch.arange(T, device=dev).expand(B, T) % (T // 4)
     obj = PretrainObjective(cfg.num_nextn_predict_layers, 0.3)
 
     def step():
         trainer.step([mb], obj, 1e-4)
 
-    dt = time_steps(step, dev, warmup, iters)
+    try:
+        dt = time_steps(step, dev, warmup, iters)
+    finally:
+        set_attention_backend("auto")
     del model, opt, trainer
     return dt
 
@@ -123,22 +142,28 @@ def check_flex(dev) -> float:
 
 
 def attention_probe(dev, B=2, T=4096, H=16, KV=4, D=128) -> dict:
-    """Forward+backward time of causal SDPA with enable_gqa vs K/V repeated to all heads."""
+    """Forward+backward ms of causal SDPA per backend, with enable_gqa and with K/V repeated to all heads."""
     import torch.nn.functional as F
 
     q = torch.randn(B, H, T, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
     k = torch.randn(B, KV, T, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
     v = torch.randn(B, KV, T, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
     out = {}
-    for name in ("enable_gqa", "repeat_kv"):
-        def step():
-            if name == "enable_gqa":
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-            else:
-                y = F.scaled_dot_product_attention(q, k.repeat_interleave(H // KV, 1),
-                                                   v.repeat_interleave(H // KV, 1), is_causal=True)
-            y.sum().backward()
-        out[name] = time_steps(step, dev, 3, 20) * 1e3
+    for backend in ("auto", "flash", "cudnn", "efficient"):
+        for gqa in (True, False):
+            def step():
+                with pinned(backend):
+                    if gqa:
+                        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+                    else:
+                        y = F.scaled_dot_product_attention(q, k.repeat_interleave(H // KV, 1),
+                                                           v.repeat_interleave(H // KV, 1), is_causal=True)
+                y.sum().backward()
+            name = f"{backend}/{'enable_gqa' if gqa else 'repeat_kv'}"
+            try:
+                out[name] = round(time_steps(step, dev, 3, 20) * 1e3, 3)
+            except Exception as e:  # a backend that cannot run this shape
+                out[name] = f"{type(e).__name__}: {str(e)[:80]}"
     return out
 
 
@@ -149,8 +174,9 @@ def main():
     ap.add_argument("--seq", type=int, default=4096)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--only", default="", help="comma-separated variant names")
+    ap.add_argument("--only", default="", help="';'-separated variant names (exact), in the order to run")
     ap.add_argument("--out", default="")
+    ap.add_argument("--no-probes", action="store_true", help="skip the FlexAttention oracle check and attention probe")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     B, T = (2, 64) if args.tiny else (args.batch, args.seq)
@@ -165,19 +191,28 @@ def main():
         ("openmimo whole-model compile, no MTP (bf16 params)", "ours", dict(compiled="whole", master_fp32=False, packed=False), 0),
         ("openmimo whole-model compile, 1 MTP layer (bf16 params)", "ours", dict(compiled="whole", master_fp32=False, packed=False), 1),
         ("openmimo compiled, 1 MTP, packed docs (FlexAttention)", "ours", dict(compiled=True, master_fp32=False, packed=True), 1),
+        ("transformers compiled, cuDNN attention (bf16 params)", "hf", dict(compiled=True, attention="cudnn"), 0),
+        ("openmimo whole-model compile, no MTP, cuDNN attention (bf16 params)", "ours",
+         dict(compiled="whole", master_fp32=False, packed=False, attention="cudnn"), 0),
+        ("openmimo whole-model compile, 1 MTP layer, cuDNN attention (bf16 params)", "ours",
+         dict(compiled="whole", master_fp32=False, packed=False, attention="cudnn"), 1),
     ]
-    if dev.type == "cuda":
+    if dev.type == "cuda" and not args.no_probes:
         print(f"flex packed path vs boolean-mask oracle: rel err {check_flex(dev):.2e}", flush=True)
         print(f"attention fwd+bwd ms (B=2, T=4096, 16/4 heads): {attention_probe(dev)}", flush=True)
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    only = [s.strip() for s in args.only.split(";") if s.strip()]
+    if only:
+        known = {v[0]: v for v in variants}
+        missing = [o for o in only if o not in known]
+        if missing:
+            raise SystemExit(f"--only: unknown variant {missing[0]!r}; known: {list(known)}")
+        variants = [known[o] for o in only]
     rows = []
     for name, kind, kw, mtp in variants:
-        if only and not any(o in name for o in only):
-            continue
         cfg = shape(args.tiny, mtp)
         try:
             if kind == "hf":
-                dt = bench_hf(cfg, dev, B, T, kw["compiled"], args.warmup, args.iters)
+                dt = bench_hf(cfg, dev, B, T, kw["compiled"], args.warmup, args.iters, kw.get("attention", "auto"))
             else:
                 dt = bench_ours(cfg, dev, B, T, warmup=args.warmup, iters=args.iters, **kw)
         except Exception as e:  # one variant failing (e.g. OOM) must not lose the table
@@ -195,7 +230,7 @@ def main():
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         print(rows[-1], flush=True)
-    anchor = next((r for r in rows if r["variant"].startswith("transformers compiled") and "tok_per_s" in r), None)
+    anchor = next((r for r in rows if r["variant"].startswith("transformers compiled (") and "tok_per_s" in r), None)
     print(f"\ndevice: {torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
           f"B={B}, T={T}\n")
     print("| variant | tokens/s | MFU | vs compiled transformers | peak mem GB |\n|---|---|---|---|---|")

@@ -95,6 +95,7 @@ def test_bad_yaml_names_key_and_file(tmp_path, yaml_text, pattern):
     ("stages=[{seq_len: 99999}]", r"stages\[0\]\.seq_len.*longer than the model supports"),
     ("stages=[{mixture: {web: 0.5, math: 0.4}}]", "mixture.*sum to 0.9"),
     ("optim.betas=[0.9]", "optim.betas"),
+    ("train.attention_backend=fast", "attention_backend.*'fast' is not one of auto, flash, cudnn, efficient"),
 ])
 def test_impossible_values_fail_before_work(override, pattern):
     with pytest.raises(ConfigError, match=pattern):

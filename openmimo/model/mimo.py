@@ -69,6 +69,29 @@ def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
 
 
 _FLEX = {}
+_SDPA = {"backend": "auto"}
+ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient")
+
+
+def set_attention_backend(name: str) -> None:
+    """Pin the SDPA kernel of unmasked causal attention (training rows without padding or packing) on
+    CUDA: ``auto`` leaves the choice to PyTorch; ``flash``, ``cudnn`` or ``efficient`` force that kernel
+    (cuDNN and memory-efficient attention get K/V repeated to every head).  Process-wide; CPU ignores it."""
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(f"attention backend {name!r}: expected one of {', '.join(ATTENTION_BACKENDS)}")
+    _SDPA["backend"] = name
+
+
+def _pinned_sdpa(q, k, v, causal: bool, gqa: bool, backend: str):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    kernel = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+              "efficient": SDPBackend.EFFICIENT_ATTENTION}[backend]
+    if gqa and backend != "flash":
+        r = q.shape[1] // k.shape[1]
+        k, v, gqa = k.repeat_interleave(r, 1), v.repeat_interleave(r, 1), False
+    with sdpa_kernel([kernel]):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
 
 
 def _flex_attention():
@@ -208,6 +231,8 @@ class Attention(nn.Module):
             gqa = self.n_heads != self.n_kv
             if mask is not None and not torch.is_tensor(mask):  # a FlexAttention BlockMask
                 y = _flex_attention()(q, k, v, block_mask=mask, enable_gqa=gqa)
+            elif mask is None and q.is_cuda and _SDPA["backend"] != "auto":
+                y = _pinned_sdpa(q, k, v, T > 1, gqa, _SDPA["backend"])
             else:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
                                                    enable_gqa=gqa)

@@ -90,6 +90,7 @@ class TrainConfig:
     dtype: str = "auto"  # autocast dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
     compile: bool = False  # torch.compile the decoder blocks
     activation_checkpointing: bool = False  # recompute block activations in backward
+    attention_backend: str = "auto"  # CUDA SDPA kernel of unpacked rows: auto | flash | cudnn | efficient
     log_every: int = 1  # steps between metrics lines
     ckpt_every: int = 50  # steps between checkpoints (0 = only the final one)
     keep_checkpoints: int = 2  # complete checkpoints kept on disk
@@ -102,6 +103,11 @@ class TrainConfig:
     def check(self):
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"key 'dtype': unknown dtype {self.dtype!r}")
+        from openmimo.model.mimo import ATTENTION_BACKENDS
+
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"key 'attention_backend': {self.attention_backend!r} is not one of "
+                             f"{', '.join(ATTENTION_BACKENDS)}")
         if self.log_every <= 0 or self.ckpt_every < 0 or self.keep_checkpoints <= 0:
             raise ValueError("key 'log_every'/'ckpt_every'/'keep_checkpoints' out of range")
 

@@ -30,20 +30,23 @@ class PretrainObjective:
 
         counts = torch.zeros(1 + self.n_mtp, dtype=torch.float64)
         for mb in micro_batches:
-            doc = document_ids(mb["position_ids"])
+            pos = mb.get("position_ids")  # absent: one document per row
+            doc = document_ids(pos) if pos is not None else None
             for s in range(1 + self.n_mtp):
                 if s + 1 < mb["labels"].shape[1]:
                     counts[s] += float(target_mask(mb["labels"], mb.get("attention_mask"), doc, s + 1).sum())
         return counts
 
     def __call__(self, model, mb, denoms):
-        out = model(mb["input_ids"], position_ids=mb["position_ids"], labels=mb["labels"],
+        out = model(mb["input_ids"], position_ids=mb.get("position_ids"), labels=mb["labels"],
                     compute_mtp=self.n_mtp > 0)
         loss = out.loss_sums[0] / denoms[0].clamp(min=1).item()
-        stats = {"loss_sum": out.loss_sums[0].item(), "n_main": out.num_targets[0], "correct_main": out.num_correct[0]}
+        # Device tensors, read by Trainer.step after backward is queued (an .item() here would stall the
+        # GPU between forward and backward).
+        stats = {"loss_sum": out.loss_sums[0].detach(), "n_main": out.num_targets[0], "correct_main": out.num_correct[0]}
         for k in range(1, 1 + self.n_mtp):
             loss = loss + self.mtp_weight / self.n_mtp * out.loss_sums[k] / denoms[k].clamp(min=1).item()
-            stats[f"mtp{k}_loss_sum"] = out.loss_sums[k].item()
+            stats[f"mtp{k}_loss_sum"] = out.loss_sums[k].detach()
             stats[f"n_mtp{k}"] = out.num_targets[k]
         return loss, stats
 
@@ -62,6 +65,7 @@ def main(cfg: PretrainConfig, resume: bool = False) -> dict:
     from openmimo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from openmimo.config import dump, to_dict
     from openmimo.metrics import Metrics
+    from openmimo.model.mimo import set_attention_backend
     from openmimo.model.parallel import build_parallel_model
     from openmimo.runtime import init_runtime, run_folder, seed_everything
     from openmimo.train.data import build_loader, prepare_data
@@ -76,6 +80,7 @@ def main(cfg: PretrainConfig, resume: bool = False) -> dict:
     cfg.model.eos_token_id, cfg.model.bos_token_id = tokenizer.eos_id, tokenizer.bos_id
     if rt.is_main:
         dump(cfg, run_dir / "config.yaml")
+    set_attention_backend(cfg.train.attention_backend)
     model = build_parallel_model(cfg.model, rt, seed=cfg.train.seed, compile=cfg.train.compile,
                                  activation_checkpointing=cfg.train.activation_checkpointing)
     o = cfg.optim
