@@ -162,6 +162,26 @@ def run_mode(mode: str, ctx: dict, args) -> dict:
             "lengths": length_stats(backend.finished, args.max_new_tokens)}
 
 
+def reweight_code(problems: list, share: float) -> list:
+    """The problem list with each code problem repeated so that code makes up ``share`` of it (the draws
+    of a uniform sampler): a few code problems among thousands of math ones would otherwise almost never
+    be drawn.  Math keeps its order; copies of code problems are spread evenly through it."""
+    code = [p for p in problems if "tests" in p]
+    math = [p for p in problems if "tests" not in p]
+    if not code or not math or not 0 < share < 1:
+        raise SystemExit(f"--code-share {share}: needs math and code problems and 0 < share < 1")
+    n_code = round(share * len(math) / (1 - share))
+    every = (len(math) + n_code) / n_code
+    out, ci = [], 0
+    for m in math:
+        out.append(m)
+        while ci < n_code and len(out) >= every * (ci + 1) - 1:
+            out.append(code[ci % len(code)])
+            ci += 1
+    out += [code[i % len(code)] for i in range(ci, n_code)]
+    return out
+
+
 def setup(args, score_fn=None) -> dict:
     from openmimo.infer.engine import Engine, SamplingParams
     from openmimo.model.hf import load_model
@@ -175,6 +195,9 @@ def setup(args, score_fn=None) -> dict:
     tok = load_tokenizer(args.model)
     # kind "auto": per record, code when it has "tests" (scored by the judge), math otherwise (Math-Verify)
     problems, counts = load_problems(args.problems, "auto", tok, args.max_prompt_tokens, levels=args.levels or ())
+    if args.code_share > 0:
+        problems = reweight_code(problems, args.code_share)
+        counts = {**counts, "code_share": args.code_share, "list_size": len(problems)}
     if score_fn is None and counts["math"]:
         from openmimo.rewards.math import require_math_verify
 
@@ -280,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--levels", type=int, nargs="+", default=[],
                     help="keep only records of these 'level's (records without a level are kept)")
     ap.add_argument("--max-prompt-tokens", type=int, default=256)
+    ap.add_argument("--code-share", type=float, default=0.0,
+                    help="repeat code problems so they are this share of the draws (0 = as loaded)")
     ap.add_argument("--steps", type=int, default=3, help="collect() calls per mode")
     ap.add_argument("--batch", type=int, default=16, help="groups (prompts) per training batch")
     ap.add_argument("--n", type=int, default=8, help="samples per prompt")

@@ -67,3 +67,17 @@ def test_bench_groups_with_variance(ckpt, tmp_path):
     res = _bench().main(_argv(ckpt, tmp_path / "out.json"), score_fn=score)
     _check(res)
     assert any(r["mean"]["valid_group_fraction"] > 0 for r in res["modes"].values())
+
+
+def test_reweight_code_gives_code_its_share_spread_through_math():
+    bench = _bench()
+    math_ = [{"problem": f"m{i}"} for i in range(90)]
+    code = [{"tests": [], "id": j} for j in range(3)]
+    out = bench.reweight_code(math_ + code, 0.25)
+    is_code = ["tests" in p for p in out]
+    assert [p for p in out if "tests" not in p] == math_  # every math problem once, in order
+    assert sum(is_code) == 30  # 30 / (90 + 30) = 0.25
+    assert {p["id"] for p in out if "tests" in p} == {0, 1, 2}
+    assert max(sum(is_code[i:i + 16]) for i in range(len(out) - 15)) <= 5  # spread, not bunched: ~4 per 16
+    with pytest.raises(SystemExit, match="needs math and code"):
+        bench.reweight_code(math_, 0.25)
