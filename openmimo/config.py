@@ -63,6 +63,11 @@ def _coerce(value: Any, tp: Any, key: str, src: str) -> Any:
         kt, vt = args if args else (Any, Any)
         return {_coerce(k, kt, key, src): _coerce(v, vt, f"{key}.{k}", src) for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{src}: key '{key}' must be a number, got {value!r}")
         return float(value)

@@ -139,3 +139,11 @@ def test_every_stage_has_help(stage, capsys):
         main([stage, "--help"])
     assert e.value.code == 0
     assert f"openmimo {stage}" in capsys.readouterr().out
+
+
+def test_exponent_numbers_without_a_dot_are_numbers():
+    """YAML 1.1 reads `1e-4` as a string; a float key takes it as the number it is, and still names a bad one."""
+    cfg = load(PretrainConfig, None, ["optim.lr=1e-4", "optim.min_lr=5E-6"])
+    assert cfg.optim.lr == 1e-4 and cfg.optim.min_lr == 5e-6
+    with pytest.raises(ConfigError, match="'optim.lr' must be a number, got 'fast'"):
+        load(PretrainConfig, None, ["optim.lr=fast"])
