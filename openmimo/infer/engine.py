@@ -13,7 +13,8 @@ How it works.  The cache has ``max_slots`` slots of ``capacity`` positions (size
 when asked).  ``step()`` admits waiting requests into free slots — each prompt is prefilled once
 and its KV copied to the slots of its n samples — then runs one decode step over *all* slots at fixed
 shapes (inactive slots compute garbage that is ignored), so on GPU the step is one compiled
-CUDA graph per (attention-length bucket, sampling mode: greedy / sample / filter).  A sequence that
+CUDA graph per (attention-length bucket, sampling mode: greedy / sample / filter), or per sampling mode
+with ``kv_buckets=False`` (attention over the whole capacity: fewer compiles, longer attention).  A sequence that
 finishes frees its slot in the same step.  On GPU the steps overlap with the host (``overlap``): each
 ``step()`` launches the next decode step before it reads the tokens of the previous one, so tokens
 come out one call later and the host's work hides behind the GPU's (see :meth:`Engine.step`).
