@@ -85,10 +85,11 @@ def pinned(backend: str):
 
     if backend == "auto":
         return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention import sdpa_kernel
 
-    return sdpa_kernel([{"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-                         "efficient": SDPBackend.EFFICIENT_ATTENTION}[backend]])
+    from openmimo.model.mimo import sdpa_backend
+
+    return sdpa_kernel([sdpa_backend(backend)])
 
 
 def bench_ours(cfg, dev, B, T, compiled, master_fp32, packed, warmup, iters, attention="auto"):

@@ -18,6 +18,7 @@ prefills) the model uses its plain PyTorch code, which the tests compare these k
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -242,14 +243,9 @@ def _linear_config(M: int, N: int, gate_up: bool = False):
     return True, max(16, _pow2(M)), bn, bk, 4, 4
 
 
-_SMS: list = []
-
-
+@functools.lru_cache(maxsize=None)
 def _num_sms() -> int:
-    if not _SMS:
-        _SMS.append(torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
-                    if torch.cuda.is_available() else 132)
-    return _SMS[0]
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
 
 
 def small_m_linear(x: torch.Tensor, weights, biases=None, config=None) -> torch.Tensor:

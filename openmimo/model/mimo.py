@@ -82,11 +82,18 @@ def set_attention_backend(name: str) -> None:
     _SDPA["backend"] = name
 
 
-def _pinned_sdpa(q, k, v, causal: bool, gqa: bool, backend: str):
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+def sdpa_backend(name: str):
+    """The ``torch.nn.attention.SDPBackend`` of a pinned backend name (flash | cudnn | efficient)."""
+    from torch.nn.attention import SDPBackend
 
-    kernel = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-              "efficient": SDPBackend.EFFICIENT_ATTENTION}[backend]
+    return {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+            "efficient": SDPBackend.EFFICIENT_ATTENTION}[name]
+
+
+def _pinned_sdpa(q, k, v, causal: bool, gqa: bool, backend: str):
+    from torch.nn.attention import sdpa_kernel
+
+    kernel = sdpa_backend(backend)
     if gqa and backend != "flash":
         r = q.shape[1] // k.shape[1]
         k, v, gqa = k.repeat_interleave(r, 1), v.repeat_interleave(r, 1), False
