@@ -33,7 +33,17 @@ def apply_activation_checkpointing(model: MiMoForCausalLM) -> None:
 
 
 def apply_compile(model: MiMoForCausalLM) -> None:
-    """Compile each block in place (``nn.Module.compile`` keeps parameter names)."""
+    """Compile each block in place (``nn.Module.compile`` keeps parameter names).
+
+    The blocks share one code object, and a run legitimately sees several variants of it (grad and
+    no-grad, each stage's sequence length, the MTP layer's bf16 input at evaluation): dynamo's default
+    limit of 8 variants made the final evaluation fall back to eager, so the limit is raised.
+    """
+    import torch._dynamo
+
+    dcfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(dcfg, "recompile_limit") else "cache_size_limit"
+    setattr(dcfg, name, max(getattr(dcfg, name), 64))
     for block in _blocks(model):
         block.compile()
 

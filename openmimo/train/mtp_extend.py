@@ -133,7 +133,11 @@ def main(cfg: MTPExtendConfig) -> dict:
     metrics = Metrics(run_dir, desc="mtp-extend")
     objective = MTPExtendObjective(cfg.num_mtp_layers)
     tokens, step, t0 = 0, 0, time.time()
+    limit = cfg.train.time_limit_s
     while tokens < stage.tokens and not (cfg.train.max_steps and step >= cfg.train.max_steps):
+        if limit and time.time() - t0 >= limit:
+            print(f"[mtp-extend] time limit reached at step {step}")
+            break
         batch = loader.next_batch(cfg.batch.batch_size, stage.seq_len)
         mbs = [{k: v[i:i + cfg.batch.micro_batch_size] for k, v in batch.items()}
                for i in range(0, cfg.batch.batch_size, cfg.batch.micro_batch_size)]
