@@ -122,6 +122,55 @@ def test_one_graph_over_the_capacity_equals_length_buckets(model, spec_k):
     assert one[0][0].token_ids == generate_oracle(model, PROMPTS[0], 12)[0]
 
 
+
+
+@pytest.mark.parametrize("spec_k", [0, 2])
+def test_batched_prefill_equals_one_prompt_at_a_time(model, spec_k):
+    """Admitted prompts share one right-padded prefill forward; the slow path (``max_prefill_tokens=1``:
+    one prompt per forward) gives the same tokens, log-probs to float summation order, and the oracle's
+    greedy tokens."""
+    params = mixed_params()
+    one = Engine(model, max_slots=6, max_len=64, spec_k=spec_k, max_prefill_tokens=1)
+    ref = one.generate(PROMPTS, params)
+    eng = Engine(model, max_slots=6, max_len=64, spec_k=spec_k)
+    got = eng.generate(PROMPTS, params)
+    assert one.counters["prefill_forwards"] == len(PROMPTS)
+    assert eng.counters["prefill_forwards"] < len(PROMPTS) - 2  # several prompts per forward
+    for (t1, l1, s1, f1), (t2, l2, s2, f2) in zip(flat(got), flat(ref)):
+        assert (t1, f1) == (t2, f2)
+        assert torch.allclose(torch.tensor(l1), torch.tensor(l2), atol=1e-5)
+        assert torch.allclose(torch.tensor(s1), torch.tensor(s2), atol=1e-5)
+    for p, sp, cs in zip(PROMPTS, params, got):
+        if sp.temperature == 0 and not sp.stop_ids:
+            assert cs[0].token_ids == generate_oracle(model, p, sp.max_new_tokens)[0]
+
+@pytest.mark.parametrize("spec_k", [0, 2])
+def test_prefill_traces_as_one_graph_for_every_prompt_length(model, spec_k):
+    """On GPU the prefill is compiled with a symbolic prompt length (``fullgraph=True``).  Here dynamo
+    traces it the same way (its eager backend: the graph, not inductor's kernels) and must give the
+    uncompiled engine's outputs, for prompts of several lengths, without a recompile per length."""
+    import torch._dynamo as dynamo
+    from torch._dynamo.testing import CompileCounter
+
+    params = mixed_params()
+    ref = Engine(model, max_slots=3, max_len=64, spec_k=spec_k).generate(PROMPTS, params)
+    dynamo.reset()
+    counter = CompileCounter()
+    eng = Engine(model, max_slots=3, max_len=64, spec_k=spec_k)
+    compiled = torch.compile(eng._prefill_forward, backend=counter, fullgraph=True)
+    shapes = []
+
+    def prefill(ids, *args):
+        shapes.append(tuple(ids.shape))
+        return compiled(ids, *args)
+
+    eng._prefill_fn = prefill
+    got = eng.generate(PROMPTS, params)
+    assert flat(got) == flat(ref)
+    # (prompts, padded length) shapes: a graph each for sizes >= 2 and for dynamo's specialised sizes of 1
+    singles = {(r == 1, n == 1) for r, n in shapes}
+    assert len(set(shapes)) > len(singles) and counter.frame_count == len(singles)
+
 # -- Triton kernels ------------------------------------------------------------------------------
 def _kernel_checks(device: str, dtype: torch.dtype) -> None:
     """Kernels against references, then a whole engine with and without them."""

@@ -10,8 +10,9 @@ Usage (the rollout engine, ``openmimo generate`` and the server all drive it thi
     engine.abort(rid)                        # at any time; the slots are freed at once
 
 How it works.  The cache has ``max_slots`` slots of ``capacity`` positions (sized from a memory budget
-when asked).  ``step()`` admits waiting requests into free slots — each prompt is prefilled once
-and its KV copied to the slots of its n samples — then runs one decode step over *all* slots at fixed
+when asked).  ``step()`` admits waiting requests into free slots — the admitted prompts are prefilled together in one
+right-padded forward (up to ``max_prefill_tokens``), and each prompt's KV is copied to the slots of its n
+samples — then runs one decode step over *all* slots at fixed
 shapes (inactive slots compute garbage that is ignored), so on GPU the step is one compiled
 CUDA graph per (attention-length bucket, sampling mode: greedy / sample / filter), or per sampling mode
 with ``kv_buckets=False`` (attention over the whole capacity: fewer compiles, longer attention).  A sequence that
@@ -31,8 +32,7 @@ Randomness.  Sampling uses counter-based noise keyed by (seed, position); a requ
 depends only on its seed, never on the batch it shares (see ``sampling.py``).  Sample i of a request
 with seed s uses :func:`sample_seed` (s, i); sample 0 uses s itself.
 
-Simplifications: prompts are prefilled one request at a time (no batched or chunked prefill, no
-prefix cache); on CPU attention in a decode step covers the bucketed longest active sequence for every
+Simplifications: no chunked prefill (a long prompt is one forward) and no prefix cache; on CPU attention in a decode step covers the bucketed longest active sequence for every
 slot (the CUDA kernel stops at each slot's own position).
 """
 
@@ -129,6 +129,7 @@ class Engine:
 
     def __init__(self, model, *, max_slots: int | None = None, max_len: int | None = None,
                  kv_budget_bytes: int | None = None, spec_k: int = 0, compile: bool | None = None,
+                 compile_prefill: bool = False, max_prefill_tokens: int = 8192,
                  seed: int | None = None, overlap: bool | None = None, kv_buckets: bool = True):
         cfg = model.config
         p = next(model.parameters())
@@ -136,6 +137,8 @@ class Engine:
         if not 0 <= spec_k <= cfg.num_nextn_predict_layers:
             raise ValueError(f"spec_k={spec_k}: the model has {cfg.num_nextn_predict_layers} MTP layers")
         self.k = spec_k
+        # admitted prompts are prefilled together, up to this many (padded) tokens per forward
+        self.max_prefill_tokens = max_prefill_tokens
         # kv_buckets=False: every decode step attends over the whole capacity, so a compiled engine has one
         # graph per sampling mode instead of one per (power-of-two length bucket, mode).  Correct on every
         # device; cheap only where attention stops at each row's own position (the CUDA decode kernel).
@@ -170,9 +173,10 @@ class Engine:
         self._pending: list[StepOutput] = []
         self.spec_stats = SpecStats(spec_k)
         self.counters = {"requests": 0, "prompt_tokens": 0, "generated_tokens": 0, "decode_steps": 0,
-                         "decode_seconds": 0.0, "prefill_seconds": 0.0}
+                         "decode_seconds": 0.0, "prefill_seconds": 0.0, "prefill_forwards": 0}
         self.compiled = (self.device.type == "cuda") if compile is None else compile
         self._decode_fn = self._decode_impl
+        self._prefill_fn = self._prefill_forward
         if self.compiled:
             import torch._dynamo as dynamo
 
@@ -182,6 +186,12 @@ class Engine:
                 if t is not None:
                     dynamo.mark_static_address(t)
             self._decode_fn = torch.compile(self._decode_impl, mode="reduce-overhead", fullgraph=True, dynamic=False)
+            # Prefill: eager, a prompt's forward is hundreds of small launches (22-25 ms for a 0.5B model
+            # on an H100, as long as 25 decode steps).  compile_prefill compiles it with a symbolic length
+            # (one graph; two: dynamo specialises a length of 1).  Opt-in: it added about 170 s to a 0.5B
+            # engine's warm-up on an H100, and its per-prompt gain is not measured yet.
+            if compile_prefill:
+                self._prefill_fn = torch.compile(self._prefill_forward, fullgraph=True)
         # Overlap: launch decode step n+1 before reading step n's tokens (see ``step``); default on GPU.
         self.overlap = (self.device.type == "cuda") if overlap is None else overlap
         self._inflight: _Inflight | None = None
@@ -267,8 +277,17 @@ class Engine:
                 self._inflight = self._launch(inflight=True)
             outs += self._finish(prev)
             self.counters["decode_seconds"] += time.perf_counter() - t0
-        while self.waiting and self.waiting[0].params.n <= self.slots - len(self.running):
-            outs += self._prefill(self.waiting.popleft())
+        admit, free, padded = [], self.slots - len(self.running), 0
+        while self.waiting and self.waiting[0].params.n <= free:
+            width = max(padded, len(self.waiting[0].prompt_ids)) * (len(admit) + 1)
+            if admit and width > self.max_prefill_tokens:
+                break
+            req = self.waiting.popleft()
+            admit.append(req)
+            free -= req.params.n
+            padded = max(padded, len(req.prompt_ids))
+        if admit:
+            outs += self._prefill(admit)
         if self._inflight is None and self.running:
             t0 = time.perf_counter()
             self._inflight = self._launch(inflight=False)
@@ -341,57 +360,87 @@ class Engine:
         return StepOutput(seq.req.request_id, seq.index, toks[:n], raw[:n], proc[:n], reason, len(seq.req.prompt_ids))
 
     @torch.no_grad()
-    def _prefill(self, req: _Request) -> list[StepOutput]:
+    def _prefill(self, reqs: list[_Request]) -> list[StepOutput]:
+        """Prefill admitted requests in one forward: prompts right-padded to the longest, each row
+        causal over its own slot.  Padding sits after a row's prompt, so no real token attends to it;
+        its K/V lands past the row's length, where decoding overwrites it before any query can see it.
+        The n samples of a request share its prefill (the first slot's cache is copied)."""
         t0 = time.perf_counter()
-        free = [s for s in range(self.slots) if s not in self.running]
-        slots = free[: req.params.n]
-        n_p = len(req.prompt_ids)
         dev = self.device
-        ids = torch.tensor([req.prompt_ids], device=dev)
-        pos = torch.arange(n_p, device=dev)[None]
-        s0 = torch.tensor([slots[0]], device=dev)
-        view = CacheView(self.cache, pos, n_p, slot_ids=s0, causal_prefill=True)
-        out = self.model(ids, position_ids=pos, kv_cache=view, logits_to_keep=1)
-        self.tokens[slots[0], :n_p] = ids[0]
-        if self.k:
-            self._prefill_mtp(slots[0], out.hidden_states, pos)
-        idx = torch.tensor(slots, device=dev)
-        if len(slots) > 1:
-            self.cache.copy_slot(slots[0], slots[1:], n_p)
-            self.tokens[idx[1:], :n_p] = ids[0]
-            if self.k:
-                self.h0[idx[1:], :n_p] = self.h0[slots[0], :n_p]
-        p, n = req.params, len(slots)
-        seeds = torch.tensor([sample_seed(req.seed, i) for i in range(n)], device=dev)
+        free = [s for s in range(self.slots) if s not in self.running]
+        lens = [len(r.prompt_ids) for r in reqs]
+        R, L = len(reqs), max(lens)
+        groups, i = [], 0
+        for r in reqs:
+            groups.append(free[i: i + r.params.n])
+            i += r.params.n
+        ids = torch.zeros(R, L, dtype=torch.long)
+        for row, r in enumerate(reqs):
+            ids[row, : lens[row]] = torch.tensor(r.prompt_ids)
+        ids = ids.to(dev)
+        pos = torch.arange(L, device=dev)[None].expand(R, L)
+        s0 = torch.tensor([g[0] for g in groups], device=dev)
+        self.tokens[s0, :L] = ids
+        last = torch.tensor([n - 1 for n in lens], device=dev)
+        for t in (ids, pos):  # prompt count and length are symbolic in the compiled prefill (the cache is not)
+            torch._dynamo.maybe_mark_dynamic(t, 0)
+            torch._dynamo.maybe_mark_dynamic(t, 1)
+        logits = self._prefill_fn(ids, pos, s0, last)
+        for row, g in enumerate(groups):
+            if len(g) > 1:
+                n_p, others = lens[row], torch.tensor(g[1:], device=dev)
+                self.cache.copy_slot(g[0], g[1:], n_p)
+                self.tokens[others, :n_p] = ids[row, :n_p]
+                if self.k:
+                    self.h0[others, :n_p] = self.h0[g[0], :n_p]
+        # one entry per sample: (slot, prompt row, sample index)
+        samples = [(slot, row, j) for row, g in enumerate(groups) for j, slot in enumerate(g)]
+        idx = torch.tensor([x[0] for x in samples], device=dev)
+        rows = [x[1] for x in samples]
+        n_p = torch.tensor([lens[row] for row in rows], device=dev)
+        seeds = torch.tensor([sample_seed(reqs[row].seed, j) for _, row, j in samples], device=dev)
         self.seeds[idx], self.length[idx] = seeds, n_p
-        self.temp[idx], self.top_p[idx], self.top_k[idx] = float(p.temperature), float(p.top_p), int(p.top_k)
-        logits = out.logits[:, -1].float().expand(n, -1)
+        self.temp[idx] = torch.tensor([float(reqs[row].params.temperature) for row in rows], device=dev)
+        self.top_p[idx] = torch.tensor([float(reqs[row].params.top_p) for row in rows], device=dev)
+        self.top_k[idx] = torch.tensor([int(reqs[row].params.top_k) for row in rows], device=dev)
+        logits = logits[torch.tensor(rows, device=dev)]
         proc = process_logits(logits, self.temp[idx], self.top_p[idx], self.top_k[idx])
-        toks = gumbel_sample(proc, seeds, torch.full_like(seeds, n_p), STREAM_SAMPLE)
+        toks = gumbel_sample(proc, seeds, n_p, STREAM_SAMPLE)
         raw = torch.log_softmax(logits, -1).gather(-1, toks[:, None])[:, 0]
         plp = proc.gather(-1, toks[:, None])[:, 0]
         self.tokens[idx, n_p] = toks
         self.active[idx] = True
-        max_new = min(p.max_new_tokens, self.max_len - n_p)
         outs = []
-        for i, (slot, t, r, q) in enumerate(zip(slots, toks.tolist(), raw.tolist(), plp.tolist())):
-            seq = self.running[slot] = _Seq(req, i, slot, max_new)
+        for (slot, row, j), t, r, q in zip(samples, toks.tolist(), raw.tolist(), plp.tolist()):
+            req = reqs[row]
+            seq = self.running[slot] = _Seq(req, j, slot, min(req.params.max_new_tokens, self.max_len - lens[row]))
             outs.append(self._emit(seq, [t], [r], [q]))
-        self.counters["prompt_tokens"] += n_p
+        self.counters["prompt_tokens"] += sum(lens)
+        self.counters["prefill_forwards"] += 1
         self.counters["prefill_seconds"] += time.perf_counter() - t0
         return outs
 
-    def _prefill_mtp(self, slot: int, hidden, pos) -> None:
+    def _prefill_forward(self, ids, pos, s0, last):
+        """The model's part of a prefill (compiled on GPU with ``compile_prefill``: one graph for every
+        prompt count and length): write the prompts' K/V into slots ``s0`` (the MTP layers' too); return
+        the float32 logits at each row's last prompt position ``last``."""
+        view = CacheView(self.cache, pos, ids.shape[1], slot_ids=s0, causal_prefill=True)
+        out = self.model(ids, position_ids=pos, kv_cache=view, logits_to_keep=1)
+        if self.k:
+            self._prefill_mtp(s0, out.hidden_states, pos)
+        h = out.hidden_states[torch.arange(ids.shape[0], device=ids.device), last]
+        return self.model.lm_head(self.model.model.norm(h)).float()
+
+    def _prefill_mtp(self, s0, hidden, pos) -> None:
         """Fill the MTP layers' caches over the prompt (depth j at t reads token t + j; unknown ones are
         placeholders, rewritten by the first draft window) and keep the main hidden states."""
         n_p = pos.shape[1]
-        self.h0[slot, :n_p] = hidden[0]
-        s0 = torch.tensor([slot], device=self.device)
+        self.h0[s0, :n_p] = hidden
         cos, sin = rope_cos_sin(pos, self.cfg.head_size, self.cfg.rope_theta, hidden.dtype)
         h = hidden
         emb = self.model.model.embed_tokens
         for j in range(1, self.k + 1):
-            nxt = self.tokens[slot, j: n_p + j][None]
+            nxt = self.tokens[s0, j: n_p + j]
             view = CacheView(self.cache, pos, n_p, slot_ids=s0, causal_prefill=True)
             h, _ = self.model.model.mtp_layers[j - 1](h, emb(nxt), cos, sin, None, view)
 

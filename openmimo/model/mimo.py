@@ -239,9 +239,11 @@ class Attention(nn.Module):
             if mask is not None and not torch.is_tensor(mask):  # a FlexAttention BlockMask
                 y = _flex_attention()(q, k, v, block_mask=mask, enable_gqa=gqa)
             elif mask is None and q.is_cuda and _SDPA["backend"] != "auto":
-                y = _pinned_sdpa(q, k, v, T > 1, gqa, _SDPA["backend"])
+                y = _pinned_sdpa(q, k, v, True, gqa, _SDPA["backend"])
             else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
+                # Without a mask, q and k cover the same positions (training, or a prefill into an empty
+                # slot), so causal is right for any T (T = 1 included); a python bool keeps T symbolic.
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                                    enable_gqa=gqa)
         y = y.transpose(1, 2).reshape(B, T, -1)
         return kv_cache.linear(y, [self.o_proj.weight]) if fast else self.o_proj(y)
