@@ -166,6 +166,8 @@ def main(argv=None) -> int:
     ap.add_argument("--compile-prefill", action="store_true",
                     help="also compile the prefill (one graph for every prompt length; off by default: on an H100 it "
                          "added about 170 s to a 0.5B engine's warm-up)")
+    ap.add_argument("--max-prefill-tokens", type=int, default=8192,
+                    help="padded prompt tokens per prefill forward (1 = one prompt per forward, the old engine)")
     ap.add_argument("--kv-buckets", action=argparse.BooleanOptionalAction, default=None,
                     help="one compiled graph per attention-length bucket (the engine's default) instead of one "
                          "per sampling mode over the whole capacity (default here: off when compiling, so the "
@@ -221,7 +223,8 @@ def main(argv=None) -> int:
         plain = {}
         for k in [0] + ks:
             engine = Engine(model, max_slots=b, max_len=max_len, spec_k=k, compile=compile, kv_buckets=kv_buckets,
-                            compile_prefill=compile and args.compile_prefill)
+                            compile_prefill=compile and args.compile_prefill,
+                            max_prefill_tokens=args.max_prefill_tokens)
             # warm-up, at every temperature (greedy and sampling are different graphs): one request from the
             # shortest prompt's length up to the longest one + new tokens when every attention-length bucket
             # must be compiled; a few steps otherwise
