@@ -223,7 +223,7 @@ def main(argv=None) -> int:
         plain = {}
         for k in [0] + ks:
             engine = Engine(model, max_slots=b, max_len=max_len, spec_k=k, compile=compile, kv_buckets=kv_buckets,
-                            compile_prefill=compile and args.compile_prefill,
+                            compile_prefill=args.compile_prefill,
                             max_prefill_tokens=args.max_prefill_tokens)
             # warm-up, at every temperature (greedy and sampling are different graphs): one request from the
             # shortest prompt's length up to the longest one + new tokens when every attention-length bucket

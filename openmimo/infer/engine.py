@@ -186,12 +186,12 @@ class Engine:
                 if t is not None:
                     dynamo.mark_static_address(t)
             self._decode_fn = torch.compile(self._decode_impl, mode="reduce-overhead", fullgraph=True, dynamic=False)
-            # Prefill: eager, a prompt's forward is hundreds of small launches (22-25 ms for a 0.5B model
-            # on an H100, as long as 25 decode steps).  compile_prefill compiles it with a symbolic length
-            # (one graph; two: dynamo specialises a length of 1).  Opt-in: it added about 170 s to a 0.5B
-            # engine's warm-up on an H100, and its per-prompt gain is not measured yet.
-            if compile_prefill:
-                self._prefill_fn = torch.compile(self._prefill_forward, fullgraph=True)
+        # Prefill: eager, a prompt's forward is hundreds of small launches (22-25 ms for a 0.5B model on an
+        # H100, as long as 25 decode steps).  compile_prefill compiles it with a symbolic prompt count and
+        # length (one graph, plus dynamo's specialisations of a size of 1).  Opt-in: it added about 170 s
+        # to a 0.5B engine's warm-up on an H100 (bench/bench_prefill.py measures both sides).
+        if compile_prefill:
+            self._prefill_fn = torch.compile(self._prefill_forward, fullgraph=True)
         # Overlap: launch decode step n+1 before reading step n's tokens (see ``step``); default on GPU.
         self.overlap = (self.device.type == "cuda") if overlap is None else overlap
         self._inflight: _Inflight | None = None
