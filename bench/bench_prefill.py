@@ -23,19 +23,18 @@ def sync(device):
 
 
 def model_config(preset: str):
-    from openmimo.model.config import MiMoConfig
+    """The model section of ``configs/<preset>.yaml``; the small preset with the world tokenizer's 1805 tokens,
+    the vocabulary of the checkpoints measured in docs/benchmarks.md."""
+    from pathlib import Path
 
-    if preset == "tiny":
-        return MiMoConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                          num_nextn_predict_layers=1)
-    if preset == "small":  # configs/small.yaml with the world tokenizer's 1805 tokens: the checkpoints measured
-        return MiMoConfig(vocab_size=1805, hidden_size=1536, intermediate_size=4096, num_hidden_layers=20,
-                          num_attention_heads=12, num_key_value_heads=4, max_position_embeddings=4096,
-                          attention_bias=True, tie_word_embeddings=False, num_nextn_predict_layers=1)
-    return MiMoConfig(vocab_size=151680, hidden_size=4096, intermediate_size=11008, num_hidden_layers=36,
-                      num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
-                      attention_bias=True, tie_word_embeddings=False, num_nextn_predict_layers=1)
+    from openmimo.config import load
+    from openmimo.train.config import PretrainConfig
+
+    name = {"tiny": "tiny", "small": "small", "7b": "mimo-7b"}[preset]
+    cfg = load(PretrainConfig, Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml", []).model
+    if preset == "small":
+        cfg.vocab_size = 1805
+    return cfg
 
 
 def run_mode(engine, prompts, batched: bool, rounds: int = 5) -> tuple[float, float]:

@@ -85,3 +85,13 @@ def run_folder(path: str | Path) -> Path:
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def allow_recompiles(n: int) -> None:
+    """Let dynamo keep at least ``n`` compiled variants per function (process-wide; never lowers it).
+    The compiled decode step and the compiled blocks legitimately see more than the default 8."""
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"  # renamed in torch 2.6
+    setattr(cfg, name, max(getattr(cfg, name), n))

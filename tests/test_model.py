@@ -146,9 +146,13 @@ def test_ignore_index_and_logits_to_keep():
     with torch.no_grad():
         out = model(ids, labels=labels)
         last = model(ids, logits_to_keep=1).logits
+        per_row = model(ids, logits_to_keep=torch.tensor([2, 5])).logits  # one position per row
     assert out.num_targets == [2 * 3, 2 * 3]  # targets at positions 3..5 for both shifts
     assert last.shape == (2, 1, cfg.vocab_size)
     assert torch.allclose(last[:, 0], out.logits[:, -1], atol=1e-6)
+    assert per_row.shape == (2, 1, cfg.vocab_size)
+    assert torch.allclose(per_row[0, 0], out.logits[0, 2], atol=1e-6)
+    assert torch.allclose(per_row[1, 0], out.logits[1, 5], atol=1e-6)
 
 
 def test_backward_reaches_every_parameter_and_bf16_forward_runs():

@@ -50,6 +50,7 @@ from openmimo.infer.kv_cache import CacheView, KVCache, slots_for_budget
 from openmimo.infer.sampling import STREAM_DRAFT, STREAM_SAMPLE, gumbel_sample, process_logits
 from openmimo.infer.speculative import SpecStats, accept_drafts
 from openmimo.model.mimo import rope_cos_sin
+from openmimo.runtime import allow_recompiles
 
 
 @dataclass
@@ -180,7 +181,7 @@ class Engine:
         if self.compiled:
             import torch._dynamo as dynamo
 
-            dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
+            allow_recompiles(64)
             self.cache.mark_static()
             for t in (self.tokens, self.length, self.active, self.seeds, self.temp, self.top_p, self.top_k, self.h0):
                 if t is not None:
@@ -425,11 +426,10 @@ class Engine:
         prompt count and length): write the prompts' K/V into slots ``s0`` (the MTP layers' too); return
         the float32 logits at each row's last prompt position ``last``."""
         view = CacheView(self.cache, pos, ids.shape[1], slot_ids=s0, causal_prefill=True)
-        out = self.model(ids, position_ids=pos, kv_cache=view, logits_to_keep=1)
+        out = self.model(ids, position_ids=pos, kv_cache=view, logits_to_keep=last)
         if self.k:
             self._prefill_mtp(s0, out.hidden_states, pos)
-        h = out.hidden_states[torch.arange(ids.shape[0], device=ids.device), last]
-        return self.model.lm_head(self.model.model.norm(h)).float()
+        return out.logits[:, 0].float()
 
     def _prefill_mtp(self, s0, hidden, pos) -> None:
         """Fill the MTP layers' caches over the prompt (depth j at t reads token t + j; unknown ones are

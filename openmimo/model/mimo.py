@@ -68,6 +68,14 @@ def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
     return torch.cumsum((position_ids == 0).to(torch.int32), dim=1)
 
 
+def _keep_positions(x: torch.Tensor, keep) -> torch.Tensor:
+    """x (B, T, ...) restricted to the last ``keep`` positions (0: all), or to position ``keep[b]`` of each
+    row b when ``keep`` is a (B,) tensor (the result keeps a length-1 time axis)."""
+    if torch.is_tensor(keep):
+        return x[torch.arange(x.shape[0], device=x.device), keep][:, None]
+    return x[:, -keep:] if keep else x
+
+
 _FLEX = {}
 _SDPA = {"backend": "auto"}
 ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient")
@@ -358,8 +366,9 @@ class MiMoForCausalLM(nn.Module):
         return rope_cos_sin(position_ids, self.config.head_size, self.config.rope_theta, dtype)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None, *,
-                logits_to_keep: int = 0, kv_cache=None, compute_mtp: bool | None = None) -> ModelOutput:
-        """Main logits (all positions, or the last ``logits_to_keep``) and, with ``labels``, the losses.
+                logits_to_keep: int | torch.Tensor = 0, kv_cache=None, compute_mtp: bool | None = None) -> ModelOutput:
+        """Main logits (all positions, or the last ``logits_to_keep``; a (B,) tensor instead keeps one
+        position per row, e.g. each right-padded prompt's last token) and, with ``labels``, the losses.
 
         ``labels`` are aligned with ``input_ids`` (the shift happens here); IGNORE_INDEX entries,
         padded positions and targets in another document are not counted.  MTP losses are
@@ -377,7 +386,7 @@ class MiMoForCausalLM(nn.Module):
         out = ModelOutput(hidden_states=x)
         h = self.model.norm(x)
         if labels is None:
-            out.logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
+            out.logits = self.lm_head(_keep_positions(h, logits_to_keep))
             if compute_mtp:
                 raise ValueError("compute_mtp needs labels; use mtp_forward for drafting")
             return out
@@ -390,8 +399,7 @@ class MiMoForCausalLM(nn.Module):
                 next_ids = F.pad(input_ids[:, k:], (0, k), value=0)
                 prev, hk = layer(prev, self.model.embed_tokens(next_ids), cos, sin, mask)
                 out.mtp_losses.append(self._shifted_loss(out, self.lm_head(hk), labels, attention_mask, doc, 1 + k))
-        if logits_to_keep:
-            out.logits = out.logits[:, -logits_to_keep:]
+        out.logits = _keep_positions(out.logits, logits_to_keep)
         return out
 
     @staticmethod

@@ -39,11 +39,9 @@ def apply_compile(model: MiMoForCausalLM) -> None:
     no-grad, each stage's sequence length, the MTP layer's bf16 input at evaluation): dynamo's default
     limit of 8 variants made the final evaluation fall back to eager, so the limit is raised.
     """
-    import torch._dynamo
+    from openmimo.runtime import allow_recompiles
 
-    dcfg = torch._dynamo.config
-    name = "recompile_limit" if hasattr(dcfg, "recompile_limit") else "cache_size_limit"
-    setattr(dcfg, name, max(getattr(dcfg, name), 64))
+    allow_recompiles(64)
     for block in _blocks(model):
         block.compile()
 
