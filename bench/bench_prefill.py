@@ -1,6 +1,12 @@
-"""Prefill cost of the engine: one prompt per forward vs batched, eager vs compiled (``compile_prefill``).
+"""Prefill cost of the engine: one prompt per forward vs batched; eager, compiled (``compile_prefill``) or
+window by window through one CUDA graph (``prefill_graph``).
 
     python bench/bench_prefill.py [--preset small|7b] [--prompts 16] [--len 14] [--tiny] [--no-compile]
+                                  [--modes eager windows graph compiled]
+
+Modes: ``eager`` (one forward per admission), ``windows`` (the chunk prefill's fixed windows, eager: the
+path's own cost without CUDA graphs), ``graph`` (the same windows as one CUDA graph: the GPU default for
+short admissions), ``compiled`` (``compile_prefill``: a symbolic-shape compile, minutes on a GPU).
 
 A random model of the preset's shape (bf16 on CUDA, fp32 on CPU); ``--prompts`` prompts of ``--len`` tokens
 (lengths vary by +-2 so the compiled prefill sees several); each generates one token, so the engine runs only
@@ -69,6 +75,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--len", type=int, default=14)
     ap.add_argument("--no-compile", action="store_true", help="eager modes only")
+    ap.add_argument("--modes", nargs="+", choices=["eager", "windows", "graph", "compiled"],
+                    help="default: eager windows graph (eager windows with --no-compile)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -82,10 +90,16 @@ def main(argv=None) -> int:
     print(f"device: {name} · torch {torch.__version__} · preset {'tiny' if args.tiny else args.preset} "
           f"({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {dtype}) · {args.prompts} prompts "
           f"of {min(map(len, prompts))}-{max(map(len, prompts))} tokens · one new token each")
-    print("\n| prefill | prompts per forward | ms per prompt | warm-up s |\n|---|---|---|---|")
-    modes = [("eager", False)] + ([] if args.no_compile else [("compiled", True)])
-    for label, comp in modes:
-        engine = Engine(model, max_slots=args.prompts, max_len=args.len + 8, compile=False, compile_prefill=comp)
+    print("\n| prefill | prompts per admission | ms per prompt | warm-up s |\n|---|---|---|---|")
+    kinds = {"eager": dict(compile=False, prefill_graph=False),
+             "windows": dict(compile=False, prefill_graph=True),
+             "graph": dict(compile=True, prefill_graph=True),
+             "compiled": dict(compile=False, prefill_graph=False, compile_prefill=True)}
+    modes = args.modes or (["eager", "windows"] + ([] if args.no_compile else ["graph"]))
+    if args.no_compile:
+        modes = [m for m in modes if m in ("eager", "windows")]
+    for label in modes:
+        engine = Engine(model, max_slots=args.prompts, max_len=args.len + 8, **kinds[label])
         for batched in (False, True):
             warm, ms = run_mode(engine, prompts, batched)
             print(f"| {label} | {args.prompts if batched else 1} | {ms:.2f} | {warm:.1f} |", flush=True)

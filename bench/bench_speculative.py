@@ -172,6 +172,9 @@ def main(argv=None) -> int:
                     help="one compiled graph per attention-length bucket (the engine's default) instead of one "
                          "per sampling mode over the whole capacity (default here: off when compiling, so the "
                          "warm-up compiles 2 graphs per engine, not 2 per bucket)")
+    ap.add_argument("--prefill-graph", action=argparse.BooleanOptionalAction, default=None,
+                    help="short admissions prefilled window by window through one CUDA graph (default: on when "
+                         "compiled)")
     ap.add_argument("--ignore-eos", action="store_true", help="always generate --new-tokens (no stop token)")
     ap.add_argument("--device", help="default cuda when available (cpu with --tiny)")
     ap.add_argument("--json", help="also write the rows to this file")
@@ -223,7 +226,7 @@ def main(argv=None) -> int:
         plain = {}
         for k in [0] + ks:
             engine = Engine(model, max_slots=b, max_len=max_len, spec_k=k, compile=compile, kv_buckets=kv_buckets,
-                            compile_prefill=args.compile_prefill,
+                            compile_prefill=args.compile_prefill, prefill_graph=args.prefill_graph,
                             max_prefill_tokens=args.max_prefill_tokens)
             # warm-up, at every temperature (greedy and sampling are different graphs): one request from the
             # shortest prompt's length up to the longest one + new tokens when every attention-length bucket

@@ -171,6 +171,60 @@ def test_prefill_traces_as_one_graph_for_every_prompt_length(model, spec_k):
     singles = {(r == 1, n == 1) for r, n in shapes}
     assert len(set(shapes)) > len(singles) and counter.frame_count == len(singles)
 
+def assert_same(got, ref):
+    """Same tokens and finish reasons; log-probs equal to float summation order."""
+    assert len(flat(got)) == len(flat(ref))
+    for (t1, l1, s1, f1), (t2, l2, s2, f2) in zip(flat(got), flat(ref)):
+        assert (t1, f1) == (t2, f2)
+        assert torch.allclose(torch.tensor(l1), torch.tensor(l2), atol=1e-5)
+        assert torch.allclose(torch.tensor(s1), torch.tensor(s2), atol=1e-5)
+
+
+LONG_PROMPTS = [[(7 * i + 3 * j) % 59 + 1 for j in range(n)] for i, n in enumerate([3, 16, 17, 40, 5, 33, 9])]
+
+
+@pytest.mark.parametrize("spec_k", [0, 2])
+def test_chunk_prefill_equals_batched_prefill(model, spec_k):
+    """The chunk prefill (fixed windows of CHUNK_ROWS prompts x CHUNK tokens, the CUDA-graph path) gives
+    the batched prefill's tokens and log-probs, for prompts that end inside, at and past a window's edge,
+    more prompts than a window's rows, and n samples; prompts too long for it take the batched forward."""
+    params = mixed_params()
+    ref = Engine(model, max_slots=8, max_len=64, spec_k=spec_k, prefill_graph=False).generate(LONG_PROMPTS, params)
+    eng = Engine(model, max_slots=8, max_len=64, spec_k=spec_k, prefill_graph=True)
+    assert eng.chunk_kv == 64 and eng.CHUNK == 16
+    got = eng.generate(LONG_PROMPTS, params)
+    # 8 slots: 7 requests (one with n = 2) in one admission = 2 groups x 3 windows, the group of 3 padded
+    assert eng.counters["prefill_forwards"] == 6
+    assert_same(got, ref)
+    for p, sp, cs in zip(LONG_PROMPTS, params, got):
+        if sp.temperature == 0 and not sp.stop_ids:
+            assert cs[0].token_ids == generate_oracle(model, p, sp.max_new_tokens)[0]
+
+    class Short(Engine):
+        CHUNK_MAX = 32  # the 40-token prompt no longer fits a window: its admission is one batched forward
+
+    short = Short(model, max_slots=8, max_len=64, spec_k=spec_k, prefill_graph=True)
+    assert_same(short.generate(LONG_PROMPTS[3:4], params[3:4]), ref[3:4])
+    assert short.counters["prefill_forwards"] == 1
+
+
+def test_chunk_prefill_traces_as_one_static_graph(model):
+    """On GPU the window function is compiled with static shapes and CUDA graphs; here dynamo traces it
+    (``fullgraph``, its eager backend) once for every prompt length and gives the same outputs."""
+    import torch._dynamo as dynamo
+    from torch._dynamo.testing import CompileCounter
+
+    params = mixed_params()
+    ref = Engine(model, max_slots=8, max_len=64, spec_k=1, prefill_graph=False).generate(LONG_PROMPTS, params)
+    dynamo.reset()
+    counter = CompileCounter()
+    eng = Engine(model, max_slots=8, max_len=64, spec_k=1, prefill_graph=True)
+    eng._chunk_fn = torch.compile(eng._chunk_forward, backend=counter, fullgraph=True, dynamic=False)
+    got = eng.generate(LONG_PROMPTS, params)
+    assert counter.frame_count == 1
+    assert_same(got, ref)
+
+
 # -- Triton kernels ------------------------------------------------------------------------------
 def _kernel_checks(device: str, dtype: torch.dtype) -> None:
     """Kernels against references, then a whole engine with and without them."""

@@ -32,7 +32,12 @@ Randomness.  Sampling uses counter-based noise keyed by (seed, position); a requ
 depends only on its seed, never on the batch it shares (see ``sampling.py``).  Sample i of a request
 with seed s uses :func:`sample_seed` (s, i); sample 0 uses s itself.
 
-Simplifications: no chunked prefill (a long prompt is one forward) and no prefix cache; on CPU attention in a decode step covers the bucketed longest active sequence for every
+Short admissions (on GPU by default: at most ``MAX_GRAPH_REPLAYS`` windows of ``CHUNK_ROWS`` prompts x ``CHUNK``
+tokens, prompts up to ``CHUNK_MAX`` tokens) are prefilled window by window through one fixed-shape CUDA graph
+(``prefill_graph``): a batch-1 prompt then costs a replay or two instead of an eager forward of hundreds of launches.
+
+Simplifications: longer prompts are one eager (or ``compile_prefill``) forward, not chunked, and there is no prefix
+cache; on CPU attention in a decode step covers the bucketed longest active sequence for every
 slot (the CUDA kernel stops at each slot's own position).
 """
 
@@ -128,9 +133,14 @@ class _Seq:
 class Engine:
     """Continuous-batching generation over a :class:`KVCache`; see the module docstring."""
 
+    # Chunk prefill (``prefill_graph``): windows of CHUNK_ROWS prompts x CHUNK tokens, attending over the
+    # first CHUNK_MAX cache positions; used when an admission needs at most MAX_GRAPH_REPLAYS windows.
+    # 4 x 16 = 64 rows keeps the projections on the small-M kernels (kernels.MAX_M).
+    CHUNK, CHUNK_ROWS, CHUNK_MAX, MAX_GRAPH_REPLAYS = 16, 4, 256, 16
+
     def __init__(self, model, *, max_slots: int | None = None, max_len: int | None = None,
                  kv_budget_bytes: int | None = None, spec_k: int = 0, compile: bool | None = None,
-                 compile_prefill: bool = False, max_prefill_tokens: int = 8192,
+                 compile_prefill: bool = False, max_prefill_tokens: int = 8192, prefill_graph: bool | None = None,
                  seed: int | None = None, overlap: bool | None = None, kv_buckets: bool = True):
         cfg = model.config
         p = next(model.parameters())
@@ -193,6 +203,16 @@ class Engine:
         # to a 0.5B engine's warm-up on an H100 (bench/bench_prefill.py measures both sides).
         if compile_prefill:
             self._prefill_fn = torch.compile(self._prefill_forward, fullgraph=True)
+        # Short admissions go through the chunk prefill instead (see ``_prefill_chunks``): fixed
+        # (CHUNK_ROWS, CHUNK) windows, one CUDA graph replay each.  Default: on with the compiled decode.
+        self.chunk_kv = min(self.CHUNK_MAX, (self.capacity - spec_k) // self.CHUNK * self.CHUNK)  # MTP reads pos + k
+        use_graph = (self.compiled and self.device.type == "cuda") if prefill_graph is None else prefill_graph
+        self._chunk_fn = None
+        if use_graph and self.chunk_kv > 0:
+            self._chunk_fn = self._chunk_forward
+            if self.compiled:
+                self._chunk_fn = torch.compile(self._chunk_forward, mode="reduce-overhead", fullgraph=True,
+                                               dynamic=False)
         # Overlap: launch decode step n+1 before reading step n's tokens (see ``step``); default on GPU.
         self.overlap = (self.device.type == "cuda") if overlap is None else overlap
         self._inflight: _Inflight | None = None
@@ -383,10 +403,15 @@ class Engine:
         s0 = torch.tensor([g[0] for g in groups], device=dev)
         self.tokens[s0, :L] = ids
         last = torch.tensor([n - 1 for n in lens], device=dev)
-        for t in (ids, pos):  # prompt count and length are symbolic in the compiled prefill (the cache is not)
-            torch._dynamo.maybe_mark_dynamic(t, 0)
-            torch._dynamo.maybe_mark_dynamic(t, 1)
-        logits = self._prefill_fn(ids, pos, s0, last)
+        n_windows = -(-R // self.CHUNK_ROWS) * -(-L // self.CHUNK)
+        if self._chunk_fn is not None and L <= self.chunk_kv and n_windows <= self.MAX_GRAPH_REPLAYS:
+            logits = self._prefill_chunks(ids, s0, lens)
+        else:
+            for t in (ids, pos):  # prompt count and length are symbolic in the compiled prefill (not the cache)
+                torch._dynamo.maybe_mark_dynamic(t, 0)
+                torch._dynamo.maybe_mark_dynamic(t, 1)
+            logits = self._prefill_fn(ids, pos, s0, last)
+            self.counters["prefill_forwards"] += 1
         for row, g in enumerate(groups):
             if len(g) > 1:
                 n_p, others = lens[row], torch.tensor(g[1:], device=dev)
@@ -417,7 +442,6 @@ class Engine:
             seq = self.running[slot] = _Seq(req, j, slot, min(req.params.max_new_tokens, self.max_len - lens[row]))
             outs.append(self._emit(seq, [t], [r], [q]))
         self.counters["prompt_tokens"] += sum(lens)
-        self.counters["prefill_forwards"] += 1
         self.counters["prefill_seconds"] += time.perf_counter() - t0
         return outs
 
@@ -429,6 +453,53 @@ class Engine:
         out = self.model(ids, position_ids=pos, kv_cache=view, logits_to_keep=last)
         if self.k:
             self._prefill_mtp(s0, out.hidden_states, pos)
+        return out.logits[:, 0].float()
+
+    def _prefill_chunks(self, ids, s0, lens: list[int]):
+        """Prefill short prompts window by window: CHUNK_ROWS prompts x CHUNK positions per call of
+        :meth:`_chunk_forward`, which has fixed shapes (one CUDA graph on GPU: a 14-token prompt costs
+        one replay instead of an eager forward's hundreds of launches).  A group with fewer prompts
+        repeats its first row (same slot, positions and tokens: identical writes).  Windows past a
+        prompt's end write its right padding, which decoding overwrites before any query sees it,
+        as in the batched prefill.  Returns the float32 logits at each prompt's last token (R, V)."""
+        C, G, dev = self.CHUNK, self.CHUNK_ROWS, self.device
+        R, L = ids.shape
+        n_c = -(-L // C)
+        ids = torch.nn.functional.pad(ids, (0, n_c * C - L))
+        out = torch.empty(R, self.cfg.vocab_size, dtype=torch.float32, device=dev)
+        offsets = torch.arange(C, device=dev)
+        for g0 in range(0, R, G):
+            rows = list(range(g0, min(R, g0 + G)))
+            rows += [rows[0]] * (G - len(rows))
+            sel = torch.tensor(rows, device=dev)
+            glen = [lens[r] for r in rows]
+            slots = s0[sel]
+            for c in range(-(-max(glen) // C)):
+                last = torch.tensor([min(max(n - 1 - c * C, 0), C - 1) for n in glen], device=dev)
+                pos = (c * C + offsets)[None].repeat(G, 1)
+                if self.compiled and dev.type == "cuda":
+                    torch.compiler.cudagraph_mark_step_begin()
+                lg = self._chunk_fn(ids[sel, c * C: (c + 1) * C], pos, slots, last)
+                here = [i for i, r in enumerate(rows[: min(R, g0 + G) - g0]) if (lens[r] - 1) // C == c]
+                if here:  # rows whose last prompt token is in this window (read before the next replay)
+                    out[torch.tensor([rows[i] for i in here], device=dev)] = lg[torch.tensor(here, device=dev)]
+                del lg
+                self.counters["prefill_forwards"] += 1
+        return out
+
+    def _chunk_forward(self, ids, pos, slots, last):
+        """One prefill window at fixed shapes (CHUNK_ROWS, CHUNK): write the K/V of positions ``pos`` into
+        ``slots`` (the MTP layers' too), each query attending to the slot's cache up to its own position
+        over the first ``chunk_kv`` positions; return the float32 logits at window index ``last``."""
+        view = CacheView(self.cache, pos, self.chunk_kv, slot_ids=slots)
+        out = self.model(ids, position_ids=pos, kv_cache=view, logits_to_keep=last)
+        if self.k:
+            self.h0[slots[:, None], pos] = out.hidden_states
+            cos, sin = rope_cos_sin(pos, self.cfg.head_size, self.cfg.rope_theta, out.hidden_states.dtype)
+            h, emb = out.hidden_states, self.model.model.embed_tokens
+            for j in range(1, self.k + 1):
+                nxt = self.tokens[slots[:, None], pos + j]
+                h, _ = self.model.model.mtp_layers[j - 1](h, emb(nxt), cos, sin, None, view)
         return out.logits[:, 0].float()
 
     def _prefill_mtp(self, s0, hidden, pos) -> None:
