@@ -210,7 +210,8 @@ def test_chunk_prefill_equals_batched_prefill(model, spec_k):
 
 def test_chunk_prefill_traces_as_one_static_graph(model):
     """On GPU the window function is compiled with static shapes and CUDA graphs; here dynamo traces it
-    (``fullgraph``, its eager backend) once for every prompt length and gives the same outputs."""
+    (``fullgraph``, its eager backend) once for every prompt length and gives the same outputs.  The
+    first-token sampler traces as a whole graph too."""
     import torch._dynamo as dynamo
     from torch._dynamo.testing import CompileCounter
 
@@ -220,8 +221,10 @@ def test_chunk_prefill_traces_as_one_static_graph(model):
     counter = CompileCounter()
     eng = Engine(model, max_slots=8, max_len=64, spec_k=1, prefill_graph=True)
     eng._chunk_fn = torch.compile(eng._chunk_forward, backend=counter, fullgraph=True, dynamic=False)
+    first = CompileCounter()  # the first-token sampler, compiled with a symbolic sample count on GPU
+    eng._first_fn = torch.compile(eng._first_tokens, backend=first, fullgraph=True, dynamic=True)
     got = eng.generate(LONG_PROMPTS, params)
-    assert counter.frame_count == 1
+    assert counter.frame_count == 1 and first.frame_count >= 1
     assert_same(got, ref)
 
 

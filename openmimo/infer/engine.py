@@ -203,6 +203,10 @@ class Engine:
         # to a 0.5B engine's warm-up on an H100 (bench/bench_prefill.py measures both sides).
         if compile_prefill:
             self._prefill_fn = torch.compile(self._prefill_forward, fullgraph=True)
+        # The first token of each admitted sample: eager, the counter-based noise alone is ~50 launches.
+        self._first_fn = self._first_tokens
+        if self.compiled:
+            self._first_fn = torch.compile(self._first_tokens, dynamic=True, fullgraph=True)
         # Short admissions go through the chunk prefill instead (see ``_prefill_chunks``): fixed
         # (CHUNK_ROWS, CHUNK) windows, one CUDA graph replay each.  Default: on with the compiled decode.
         self.chunk_kv = min(self.CHUNK_MAX, (self.capacity - spec_k) // self.CHUNK * self.CHUNK)  # MTP reads pos + k
@@ -385,7 +389,11 @@ class Engine:
         """Prefill admitted requests in one forward: prompts right-padded to the longest, each row
         causal over its own slot.  Padding sits after a row's prompt, so no real token attends to it;
         its K/V lands past the row's length, where decoding overwrites it before any query can see it.
-        The n samples of a request share its prefill (the first slot's cache is copied)."""
+        The n samples of a request share its prefill (the first slot's cache is copied).
+
+        Host work is kept to a few launches (a short prompt's whole prefill is about a millisecond on a
+        GPU): the per-sample metadata crosses to the device in two copies, the first token is drawn by
+        one compiled function, and the results come back in one."""
         t0 = time.perf_counter()
         dev = self.device
         free = [s for s in range(self.slots) if s not in self.running]
@@ -395,18 +403,27 @@ class Engine:
         for r in reqs:
             groups.append(free[i: i + r.params.n])
             i += r.params.n
+        # one entry per sample: (slot, prompt row, sample index)
+        samples = [(slot, row, j) for row, g in enumerate(groups) for j, slot in enumerate(g)]
+        rows = [x[1] for x in samples]
+        N = len(samples)
+        meta = torch.tensor([g[0] for g in groups] + [n - 1 for n in lens] + [x[0] for x in samples]
+                            + [lens[row] for row in rows]
+                            + [sample_seed(reqs[row].seed, j) for _, row, j in samples]
+                            + [int(reqs[row].params.top_k) for row in rows] + rows).to(dev)
+        s0, last, idx, n_p, seeds, top_k, rows_t = meta.split([R, R] + [N] * 5)
+        fmeta = torch.tensor([float(reqs[row].params.temperature) for row in rows]
+                             + [float(reqs[row].params.top_p) for row in rows]).to(dev)
         ids = torch.zeros(R, L, dtype=torch.long)
         for row, r in enumerate(reqs):
             ids[row, : lens[row]] = torch.tensor(r.prompt_ids)
-        ids = ids.to(dev)
-        pos = torch.arange(L, device=dev)[None].expand(R, L)
-        s0 = torch.tensor([g[0] for g in groups], device=dev)
-        self.tokens[s0, :L] = ids
-        last = torch.tensor([n - 1 for n in lens], device=dev)
+        host_ids, ids = ids, ids.to(dev)
+        self.tokens[s0, :L] = ids  # before the forward: the MTP layers read the prompt's next tokens
         n_windows = -(-R // self.CHUNK_ROWS) * -(-L // self.CHUNK)
         if self._chunk_fn is not None and L <= self.chunk_kv and n_windows <= self.MAX_GRAPH_REPLAYS:
-            logits = self._prefill_chunks(ids, s0, lens)
+            logits = self._prefill_chunks(host_ids, groups, lens)
         else:
+            pos = torch.arange(L, device=dev)[None].expand(R, L)
             for t in (ids, pos):  # prompt count and length are symbolic in the compiled prefill (not the cache)
                 torch._dynamo.maybe_mark_dynamic(t, 0)
                 torch._dynamo.maybe_mark_dynamic(t, 1)
@@ -414,36 +431,36 @@ class Engine:
             self.counters["prefill_forwards"] += 1
         for row, g in enumerate(groups):
             if len(g) > 1:
-                n_p, others = lens[row], torch.tensor(g[1:], device=dev)
-                self.cache.copy_slot(g[0], g[1:], n_p)
-                self.tokens[others, :n_p] = ids[row, :n_p]
+                n_row, others = lens[row], torch.tensor(g[1:], device=dev)
+                self.cache.copy_slot(g[0], g[1:], n_row)
+                self.tokens[others, :n_row] = ids[row, :n_row]
                 if self.k:
-                    self.h0[others, :n_p] = self.h0[g[0], :n_p]
-        # one entry per sample: (slot, prompt row, sample index)
-        samples = [(slot, row, j) for row, g in enumerate(groups) for j, slot in enumerate(g)]
-        idx = torch.tensor([x[0] for x in samples], device=dev)
-        rows = [x[1] for x in samples]
-        n_p = torch.tensor([lens[row] for row in rows], device=dev)
-        seeds = torch.tensor([sample_seed(reqs[row].seed, j) for _, row, j in samples], device=dev)
+                    self.h0[others, :n_row] = self.h0[g[0], :n_row]
+        temp, top_p = fmeta.split([N, N])
         self.seeds[idx], self.length[idx] = seeds, n_p
-        self.temp[idx] = torch.tensor([float(reqs[row].params.temperature) for row in rows], device=dev)
-        self.top_p[idx] = torch.tensor([float(reqs[row].params.top_p) for row in rows], device=dev)
-        self.top_k[idx] = torch.tensor([int(reqs[row].params.top_k) for row in rows], device=dev)
-        logits = logits[torch.tensor(rows, device=dev)]
-        proc = process_logits(logits, self.temp[idx], self.top_p[idx], self.top_k[idx])
-        toks = gumbel_sample(proc, seeds, n_p, STREAM_SAMPLE)
-        raw = torch.log_softmax(logits, -1).gather(-1, toks[:, None])[:, 0]
-        plp = proc.gather(-1, toks[:, None])[:, 0]
+        self.temp[idx], self.top_p[idx], self.top_k[idx] = temp, top_p, top_k
+        first = self._first_fn(logits[rows_t], temp, top_p, top_k, seeds, n_p)
+        toks = first[:, 0].long()
         self.tokens[idx, n_p] = toks
         self.active[idx] = True
         outs = []
-        for (slot, row, j), t, r, q in zip(samples, toks.tolist(), raw.tolist(), plp.tolist()):
+        for (slot, row, j), (t, r, q) in zip(samples, first.tolist()):
             req = reqs[row]
             seq = self.running[slot] = _Seq(req, j, slot, min(req.params.max_new_tokens, self.max_len - lens[row]))
-            outs.append(self._emit(seq, [t], [r], [q]))
+            outs.append(self._emit(seq, [int(t)], [r], [q]))
         self.counters["prompt_tokens"] += sum(lens)
         self.counters["prefill_seconds"] += time.perf_counter() - t0
         return outs
+
+    @staticmethod
+    def _first_tokens(logits, temp, top_p, top_k, seeds, n_p):
+        """The first generated token of each sample from its prompt's last logits (N, V): float64 (N, 3)
+        of token, raw log-prob and processed log-prob (compiled, dynamic in N, on GPU)."""
+        proc = process_logits(logits, temp, top_p, top_k)
+        toks = gumbel_sample(proc, seeds, n_p, STREAM_SAMPLE)
+        raw = torch.log_softmax(logits, -1).gather(-1, toks[:, None])[:, 0]
+        plp = proc.gather(-1, toks[:, None])[:, 0]
+        return torch.stack([toks.double(), raw.double(), plp.double()], 1)
 
     def _prefill_forward(self, ids, pos, s0, last):
         """The model's part of a prefill (compiled on GPU with ``compile_prefill``: one graph for every
@@ -455,37 +472,44 @@ class Engine:
             self._prefill_mtp(s0, out.hidden_states, pos)
         return out.logits[:, 0].float()
 
-    def _prefill_chunks(self, ids, s0, lens: list[int]):
+    def _prefill_chunks(self, ids, groups: list[list[int]], lens: list[int]):
         """Prefill short prompts window by window: CHUNK_ROWS prompts x CHUNK positions per call of
         :meth:`_chunk_forward`, which has fixed shapes (one CUDA graph on GPU: a 14-token prompt costs
         one replay instead of an eager forward's hundreds of launches).  A group with fewer prompts
         repeats its first row (same slot, positions and tokens: identical writes).  Windows past a
         prompt's end write its right padding, which decoding overwrites before any query sees it,
-        as in the batched prefill.  Returns the float32 logits at each prompt's last token (R, V)."""
+        as in the batched prefill.  ``ids``: (R, L) on the host.  Returns the float32 logits at each
+        prompt's last token (R, V).  Every window's inputs cross to the device in one copy."""
         C, G, dev = self.CHUNK, self.CHUNK_ROWS, self.device
         R, L = ids.shape
         n_c = -(-L // C)
-        ids = torch.nn.functional.pad(ids, (0, n_c * C - L))
-        out = torch.empty(R, self.cfg.vocab_size, dtype=torch.float32, device=dev)
-        offsets = torch.arange(C, device=dev)
-        for g0 in range(0, R, G):
-            rows = list(range(g0, min(R, g0 + G)))
-            rows += [rows[0]] * (G - len(rows))
-            sel = torch.tensor(rows, device=dev)
+        n_g = -(-R // G)
+        padded = torch.nn.functional.pad(ids, (0, n_c * C - L))
+        plan, picks = [], []  # the windows to run; per prompt, in order: (window, its row there)
+        win = torch.zeros(n_g, n_c, G, 2 * C + 2, dtype=torch.long)  # ids | positions | slot | last
+        for gi in range(n_g):
+            members = list(range(gi * G, min(R, gi * G + G)))
+            rows = members + [members[0]] * (G - len(members))
             glen = [lens[r] for r in rows]
-            slots = s0[sel]
             for c in range(-(-max(glen) // C)):
-                last = torch.tensor([min(max(n - 1 - c * C, 0), C - 1) for n in glen], device=dev)
-                pos = (c * C + offsets)[None].repeat(G, 1)
-                if self.compiled and dev.type == "cuda":
-                    torch.compiler.cudagraph_mark_step_begin()
-                lg = self._chunk_fn(ids[sel, c * C: (c + 1) * C], pos, slots, last)
-                here = [i for i, r in enumerate(rows[: min(R, g0 + G) - g0]) if (lens[r] - 1) // C == c]
-                if here:  # rows whose last prompt token is in this window (read before the next replay)
-                    out[torch.tensor([rows[i] for i in here], device=dev)] = lg[torch.tensor(here, device=dev)]
-                del lg
-                self.counters["prefill_forwards"] += 1
-        return out
+                win[gi, c, :, :C] = padded[rows, c * C: (c + 1) * C]
+                win[gi, c, :, C: 2 * C] = torch.arange(c * C, (c + 1) * C)
+                win[gi, c, :, 2 * C] = torch.tensor([groups[r][0] for r in rows])
+                win[gi, c, :, 2 * C + 1] = torch.tensor([min(max(n - 1 - c * C, 0), C - 1) for n in glen])
+                plan.append((gi, c))
+            for i, r in enumerate(members):
+                picks.append((plan.index((gi, (lens[r] - 1) // C)), i))
+        win = win.to(dev)
+        outs = []
+        for gi, c in plan:
+            w = win[gi, c]
+            if self.compiled and dev.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()
+            # a CUDA graph's output is overwritten by its next replay: copy it out first
+            outs.append(self._chunk_fn(w[:, :C], w[:, C: 2 * C], w[:, 2 * C], w[:, 2 * C + 1]).clone())
+            self.counters["prefill_forwards"] += 1
+        flat = torch.stack(outs).flatten(0, 1)  # (windows * G, V)
+        return flat[torch.tensor([w * G + i for w, i in picks], device=dev)]
 
     def _chunk_forward(self, ids, pos, slots, last):
         """One prefill window at fixed shapes (CHUNK_ROWS, CHUNK): write the K/V of positions ``pos`` into
