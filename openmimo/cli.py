@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     parser = argparse.ArgumentParser(prog=f"openmimo {stage}", description=help_text)
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])  # exits 2 with a message naming the bad argument
+    # intermixed: `pretrain CONFIG --resume key=value` (options between positionals) parses as expected
+    args = parser.parse_intermixed_args(argv[1:])  # exits 2 with a message naming the bad argument
     from openmimo.config import ConfigError
 
     try:

@@ -147,3 +147,15 @@ def test_exponent_numbers_without_a_dot_are_numbers():
     assert cfg.optim.lr == 1e-4 and cfg.optim.min_lr == 5e-6
     with pytest.raises(ConfigError, match="'optim.lr' must be a number, got 'fast'"):
         load(PretrainConfig, None, ["optim.lr=fast"])
+
+
+def test_options_may_sit_between_config_and_overrides(monkeypatch):
+    """`openmimo pretrain CONFIG --resume key=value` (a real resume command) parses: the overrides after
+    the option are not refused as unrecognised arguments."""
+    import openmimo.train.pretrain as pretrain
+
+    seen = {}
+    monkeypatch.setattr(pretrain, "run", lambda args: seen.update(vars(args)) or 0)
+    assert main(["pretrain", "configs/tiny.yaml", "--resume", "train.time_limit_s=300", "optim.lr=1e-4"]) == 0
+    assert seen["config"] == "configs/tiny.yaml" and seen["resume"] is True
+    assert seen["overrides"] == ["train.time_limit_s=300", "optim.lr=1e-4"]
