@@ -134,8 +134,8 @@ def test_batched_prefill_equals_one_prompt_at_a_time(model, spec_k):
     ref = one.generate(PROMPTS, params)
     eng = Engine(model, max_slots=6, max_len=64, spec_k=spec_k)
     got = eng.generate(PROMPTS, params)
-    assert one.counters["prefill_forwards"] == len(PROMPTS)
-    assert eng.counters["prefill_forwards"] < len(PROMPTS) - 2  # several prompts per forward
+    assert one.prefill.forwards == len(PROMPTS)
+    assert eng.prefill.forwards < len(PROMPTS) - 2  # several prompts per forward
     for (t1, l1, s1, f1), (t2, l2, s2, f2) in zip(flat(got), flat(ref)):
         assert (t1, f1) == (t2, f2)
         assert torch.allclose(torch.tensor(l1), torch.tensor(l2), atol=1e-5)
@@ -157,14 +157,14 @@ def test_prefill_traces_as_one_graph_for_every_prompt_length(model, spec_k):
     dynamo.reset()
     counter = CompileCounter()
     eng = Engine(model, max_slots=3, max_len=64, spec_k=spec_k)
-    compiled = torch.compile(eng._prefill_forward, backend=counter, fullgraph=True)
+    compiled = torch.compile(eng.prefill.forward_impl, backend=counter, fullgraph=True)
     shapes = []
 
     def prefill(ids, *args):
         shapes.append(tuple(ids.shape))
         return compiled(ids, *args)
 
-    eng._prefill_fn = prefill
+    eng.prefill._forward_fn = prefill
     got = eng.generate(PROMPTS, params)
     assert flat(got) == flat(ref)
     # (prompts, padded length) shapes: a graph each for sizes >= 2 and for dynamo's specialised sizes of 1
@@ -191,21 +191,19 @@ def test_chunk_prefill_equals_batched_prefill(model, spec_k):
     params = mixed_params()
     ref = Engine(model, max_slots=8, max_len=64, spec_k=spec_k, prefill_graph=False).generate(LONG_PROMPTS, params)
     eng = Engine(model, max_slots=8, max_len=64, spec_k=spec_k, prefill_graph=True)
-    assert eng.chunk_kv == 64 and eng.CHUNK == 16
+    assert eng.prefill.chunk_kv == 64 and eng.prefill.CHUNK == 16
     got = eng.generate(LONG_PROMPTS, params)
     # 8 slots: 7 requests (one with n = 2) in one admission = 2 groups x 3 windows, the group of 3 padded
-    assert eng.counters["prefill_forwards"] == 6
+    assert eng.prefill.forwards == 6
     assert_same(got, ref)
     for p, sp, cs in zip(LONG_PROMPTS, params, got):
         if sp.temperature == 0 and not sp.stop_ids:
             assert cs[0].token_ids == generate_oracle(model, p, sp.max_new_tokens)[0]
 
-    class Short(Engine):
-        CHUNK_MAX = 32  # the 40-token prompt no longer fits a window: its admission is one batched forward
-
-    short = Short(model, max_slots=8, max_len=64, spec_k=spec_k, prefill_graph=True)
+    short = Engine(model, max_slots=8, max_len=64, spec_k=spec_k, prefill_graph=True)
+    short.prefill.chunk_kv = 32  # the 40-token prompt no longer fits a window: its admission is one batched forward
     assert_same(short.generate(LONG_PROMPTS[3:4], params[3:4]), ref[3:4])
-    assert short.counters["prefill_forwards"] == 1
+    assert short.prefill.forwards == 1
 
 
 def test_chunk_prefill_traces_as_one_static_graph(model):
@@ -220,7 +218,7 @@ def test_chunk_prefill_traces_as_one_static_graph(model):
     dynamo.reset()
     counter = CompileCounter()
     eng = Engine(model, max_slots=8, max_len=64, spec_k=1, prefill_graph=True)
-    eng._chunk_fn = torch.compile(eng._chunk_forward, backend=counter, fullgraph=True, dynamic=False)
+    eng.prefill._window_fn = torch.compile(eng.prefill.window_impl, backend=counter, fullgraph=True, dynamic=False)
     first = CompileCounter()  # the first-token sampler, compiled with a symbolic sample count on GPU
     eng._first_fn = torch.compile(eng._first_tokens, backend=first, fullgraph=True, dynamic=True)
     got = eng.generate(LONG_PROMPTS, params)

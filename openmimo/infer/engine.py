@@ -32,9 +32,9 @@ Randomness.  Sampling uses counter-based noise keyed by (seed, position); a requ
 depends only on its seed, never on the batch it shares (see ``sampling.py``).  Sample i of a request
 with seed s uses :func:`sample_seed` (s, i); sample 0 uses s itself.
 
-Short admissions (on GPU by default: at most ``MAX_GRAPH_REPLAYS`` windows of ``CHUNK_ROWS`` prompts x ``CHUNK``
-tokens, prompts up to ``CHUNK_MAX`` tokens) are prefilled window by window through one fixed-shape CUDA graph
-(``prefill_graph``): a batch-1 prompt then costs a replay or two instead of an eager forward of hundreds of launches.
+Short admissions (on GPU by default) are prefilled window by window through one fixed-shape CUDA graph
+(``prefill_graph``; see ``prefill.py``): a batch-1 prompt then costs a replay instead of an eager forward of
+hundreds of launches.
 
 Simplifications: longer prompts are one eager (or ``compile_prefill``) forward, not chunked, and there is no prefix
 cache; on CPU attention in a decode step covers the bucketed longest active sequence for every
@@ -52,9 +52,9 @@ from dataclasses import dataclass, field
 import torch
 
 from openmimo.infer.kv_cache import CacheView, KVCache, slots_for_budget
+from openmimo.infer.prefill import Prefill
 from openmimo.infer.sampling import STREAM_DRAFT, STREAM_SAMPLE, gumbel_sample, process_logits
 from openmimo.infer.speculative import SpecStats, accept_drafts
-from openmimo.model.mimo import rope_cos_sin
 from openmimo.runtime import allow_recompiles
 
 
@@ -133,11 +133,6 @@ class _Seq:
 class Engine:
     """Continuous-batching generation over a :class:`KVCache`; see the module docstring."""
 
-    # Chunk prefill (``prefill_graph``): windows of CHUNK_ROWS prompts x CHUNK tokens, attending over the
-    # first CHUNK_MAX cache positions; used when an admission needs at most MAX_GRAPH_REPLAYS windows.
-    # 4 x 16 = 64 rows keeps the projections on the small-M kernels (kernels.MAX_M).
-    CHUNK, CHUNK_ROWS, CHUNK_MAX, MAX_GRAPH_REPLAYS = 16, 4, 256, 16
-
     def __init__(self, model, *, max_slots: int | None = None, max_len: int | None = None,
                  kv_budget_bytes: int | None = None, spec_k: int = 0, compile: bool | None = None,
                  compile_prefill: bool = False, max_prefill_tokens: int = 8192, prefill_graph: bool | None = None,
@@ -184,10 +179,9 @@ class Engine:
         self._pending: list[StepOutput] = []
         self.spec_stats = SpecStats(spec_k)
         self.counters = {"requests": 0, "prompt_tokens": 0, "generated_tokens": 0, "decode_steps": 0,
-                         "decode_seconds": 0.0, "prefill_seconds": 0.0, "prefill_forwards": 0}
+                         "decode_seconds": 0.0, "prefill_seconds": 0.0}
         self.compiled = (self.device.type == "cuda") if compile is None else compile
         self._decode_fn = self._decode_impl
-        self._prefill_fn = self._prefill_forward
         if self.compiled:
             import torch._dynamo as dynamo
 
@@ -197,26 +191,13 @@ class Engine:
                 if t is not None:
                     dynamo.mark_static_address(t)
             self._decode_fn = torch.compile(self._decode_impl, mode="reduce-overhead", fullgraph=True, dynamic=False)
-        # Prefill: eager, a prompt's forward is hundreds of small launches (22-25 ms for a 0.5B model on an
-        # H100, as long as 25 decode steps).  compile_prefill compiles it with a symbolic prompt count and
-        # length (one graph, plus dynamo's specialisations of a size of 1).  Opt-in: it added about 170 s
-        # to a 0.5B engine's warm-up on an H100 (bench/bench_prefill.py measures both sides).
-        if compile_prefill:
-            self._prefill_fn = torch.compile(self._prefill_forward, fullgraph=True)
+        # The model side of admissions (prefill.py): a batched forward, or CUDA-graph windows for short ones.
+        self.prefill = Prefill(model, self.cache, self.tokens, self.h0, spec_k, self.capacity, compiled=self.compiled,
+                               compile_prefill=compile_prefill, graph=prefill_graph)
         # The first token of each admitted sample: eager, the counter-based noise alone is ~50 launches.
         self._first_fn = self._first_tokens
         if self.compiled:
             self._first_fn = torch.compile(self._first_tokens, dynamic=True, fullgraph=True)
-        # Short admissions go through the chunk prefill instead (see ``_prefill_chunks``): fixed
-        # (CHUNK_ROWS, CHUNK) windows, one CUDA graph replay each.  Default: on with the compiled decode.
-        self.chunk_kv = min(self.CHUNK_MAX, (self.capacity - spec_k) // self.CHUNK * self.CHUNK)  # MTP reads pos + k
-        use_graph = (self.compiled and self.device.type == "cuda") if prefill_graph is None else prefill_graph
-        self._chunk_fn = None
-        if use_graph and self.chunk_kv > 0:
-            self._chunk_fn = self._chunk_forward
-            if self.compiled:
-                self._chunk_fn = torch.compile(self._chunk_forward, mode="reduce-overhead", fullgraph=True,
-                                               dynamic=False)
         # Overlap: launch decode step n+1 before reading step n's tokens (see ``step``); default on GPU.
         self.overlap = (self.device.type == "cuda") if overlap is None else overlap
         self._inflight: _Inflight | None = None
@@ -386,14 +367,13 @@ class Engine:
 
     @torch.no_grad()
     def _prefill(self, reqs: list[_Request]) -> list[StepOutput]:
-        """Prefill admitted requests in one forward: prompts right-padded to the longest, each row
-        causal over its own slot.  Padding sits after a row's prompt, so no real token attends to it;
-        its K/V lands past the row's length, where decoding overwrites it before any query can see it.
-        The n samples of a request share its prefill (the first slot's cache is copied).
+        """Admit requests: their prompts, right-padded to the longest, are prefilled together (``self.prefill``:
+        one forward, or CUDA-graph windows for short admissions); the n samples of a request share its prefill
+        (the first slot's cache is copied); each sample's first token is drawn.
 
-        Host work is kept to a few launches (a short prompt's whole prefill is about a millisecond on a
-        GPU): the per-sample metadata crosses to the device in two copies, the first token is drawn by
-        one compiled function, and the results come back in one."""
+        Host work is kept to a few launches (on an H100 a 14-token prompt's whole admission took 3.9 ms, of which
+        1.5 ms is the window graph): the per-sample metadata crosses to the device in two copies, the first
+        token is drawn by one compiled function, and the results come back in one."""
         t0 = time.perf_counter()
         dev = self.device
         free = [s for s in range(self.slots) if s not in self.running]
@@ -419,16 +399,7 @@ class Engine:
             ids[row, : lens[row]] = torch.tensor(r.prompt_ids)
         host_ids, ids = ids, ids.to(dev)
         self.tokens[s0, :L] = ids  # before the forward: the MTP layers read the prompt's next tokens
-        n_windows = -(-R // self.CHUNK_ROWS) * -(-L // self.CHUNK)
-        if self._chunk_fn is not None and L <= self.chunk_kv and n_windows <= self.MAX_GRAPH_REPLAYS:
-            logits = self._prefill_chunks(host_ids, groups, lens)
-        else:
-            pos = torch.arange(L, device=dev)[None].expand(R, L)
-            for t in (ids, pos):  # prompt count and length are symbolic in the compiled prefill (not the cache)
-                torch._dynamo.maybe_mark_dynamic(t, 0)
-                torch._dynamo.maybe_mark_dynamic(t, 1)
-            logits = self._prefill_fn(ids, pos, s0, last)
-            self.counters["prefill_forwards"] += 1
+        logits = self.prefill(host_ids, ids, s0, last, [g[0] for g in groups], lens)
         for row, g in enumerate(groups):
             if len(g) > 1:
                 n_row, others = lens[row], torch.tensor(g[1:], device=dev)
@@ -461,83 +432,6 @@ class Engine:
         raw = torch.log_softmax(logits, -1).gather(-1, toks[:, None])[:, 0]
         plp = proc.gather(-1, toks[:, None])[:, 0]
         return torch.stack([toks.double(), raw.double(), plp.double()], 1)
-
-    def _prefill_forward(self, ids, pos, s0, last):
-        """The model's part of a prefill (compiled on GPU with ``compile_prefill``: one graph for every
-        prompt count and length): write the prompts' K/V into slots ``s0`` (the MTP layers' too); return
-        the float32 logits at each row's last prompt position ``last``."""
-        view = CacheView(self.cache, pos, ids.shape[1], slot_ids=s0, causal_prefill=True)
-        out = self.model(ids, position_ids=pos, kv_cache=view, logits_to_keep=last)
-        if self.k:
-            self._prefill_mtp(s0, out.hidden_states, pos)
-        return out.logits[:, 0].float()
-
-    def _prefill_chunks(self, ids, groups: list[list[int]], lens: list[int]):
-        """Prefill short prompts window by window: CHUNK_ROWS prompts x CHUNK positions per call of
-        :meth:`_chunk_forward`, which has fixed shapes (one CUDA graph on GPU: a 14-token prompt costs
-        one replay instead of an eager forward's hundreds of launches).  A group with fewer prompts
-        repeats its first row (same slot, positions and tokens: identical writes).  Windows past a
-        prompt's end write its right padding, which decoding overwrites before any query sees it,
-        as in the batched prefill.  ``ids``: (R, L) on the host.  Returns the float32 logits at each
-        prompt's last token (R, V).  Every window's inputs cross to the device in one copy."""
-        C, G, dev = self.CHUNK, self.CHUNK_ROWS, self.device
-        R, L = ids.shape
-        n_c = -(-L // C)
-        n_g = -(-R // G)
-        padded = torch.nn.functional.pad(ids, (0, n_c * C - L))
-        plan, picks = [], []  # the windows to run; per prompt, in order: (window, its row there)
-        win = torch.zeros(n_g, n_c, G, 2 * C + 2, dtype=torch.long)  # ids | positions | slot | last
-        for gi in range(n_g):
-            members = list(range(gi * G, min(R, gi * G + G)))
-            rows = members + [members[0]] * (G - len(members))
-            glen = [lens[r] for r in rows]
-            for c in range(-(-max(glen) // C)):
-                win[gi, c, :, :C] = padded[rows, c * C: (c + 1) * C]
-                win[gi, c, :, C: 2 * C] = torch.arange(c * C, (c + 1) * C)
-                win[gi, c, :, 2 * C] = torch.tensor([groups[r][0] for r in rows])
-                win[gi, c, :, 2 * C + 1] = torch.tensor([min(max(n - 1 - c * C, 0), C - 1) for n in glen])
-                plan.append((gi, c))
-            for i, r in enumerate(members):
-                picks.append((plan.index((gi, (lens[r] - 1) // C)), i))
-        win = win.to(dev)
-        outs = []
-        for gi, c in plan:
-            w = win[gi, c]
-            if self.compiled and dev.type == "cuda":
-                torch.compiler.cudagraph_mark_step_begin()
-            # a CUDA graph's output is overwritten by its next replay: copy it out first
-            outs.append(self._chunk_fn(w[:, :C], w[:, C: 2 * C], w[:, 2 * C], w[:, 2 * C + 1]).clone())
-            self.counters["prefill_forwards"] += 1
-        flat = torch.stack(outs).flatten(0, 1)  # (windows * G, V)
-        return flat[torch.tensor([w * G + i for w, i in picks], device=dev)]
-
-    def _chunk_forward(self, ids, pos, slots, last):
-        """One prefill window at fixed shapes (CHUNK_ROWS, CHUNK): write the K/V of positions ``pos`` into
-        ``slots`` (the MTP layers' too), each query attending to the slot's cache up to its own position
-        over the first ``chunk_kv`` positions; return the float32 logits at window index ``last``."""
-        view = CacheView(self.cache, pos, self.chunk_kv, slot_ids=slots)
-        out = self.model(ids, position_ids=pos, kv_cache=view, logits_to_keep=last)
-        if self.k:
-            self.h0[slots[:, None], pos] = out.hidden_states
-            cos, sin = rope_cos_sin(pos, self.cfg.head_size, self.cfg.rope_theta, out.hidden_states.dtype)
-            h, emb = out.hidden_states, self.model.model.embed_tokens
-            for j in range(1, self.k + 1):
-                nxt = self.tokens[slots[:, None], pos + j]
-                h, _ = self.model.model.mtp_layers[j - 1](h, emb(nxt), cos, sin, None, view)
-        return out.logits[:, 0].float()
-
-    def _prefill_mtp(self, s0, hidden, pos) -> None:
-        """Fill the MTP layers' caches over the prompt (depth j at t reads token t + j; unknown ones are
-        placeholders, rewritten by the first draft window) and keep the main hidden states."""
-        n_p = pos.shape[1]
-        self.h0[s0, :n_p] = hidden
-        cos, sin = rope_cos_sin(pos, self.cfg.head_size, self.cfg.rope_theta, hidden.dtype)
-        h = hidden
-        emb = self.model.model.embed_tokens
-        for j in range(1, self.k + 1):
-            nxt = self.tokens[s0, j: n_p + j]
-            view = CacheView(self.cache, pos, n_p, slot_ids=s0, causal_prefill=True)
-            h, _ = self.model.model.mtp_layers[j - 1](h, emb(nxt), cos, sin, None, view)
 
     def _kv_bucket(self, inflight: bool = False) -> int:
         """Attention length of this decode step: a power of two covering every active sequence.
