@@ -219,11 +219,34 @@ def test_chunk_prefill_traces_as_one_static_graph(model):
     counter = CompileCounter()
     eng = Engine(model, max_slots=8, max_len=64, spec_k=1, prefill_graph=True)
     eng.prefill._window_fn = torch.compile(eng.prefill.window_impl, backend=counter, fullgraph=True, dynamic=False)
-    first = CompileCounter()  # the first-token sampler, compiled with a symbolic sample count on GPU
-    eng._first_fn = torch.compile(eng._first_tokens, backend=first, fullgraph=True, dynamic=True)
+    first = CompileCounter()  # the first-token sampler: static shapes, the samples padded to a power of two
+    eng._first_fn = torch.compile(eng._first_tokens, backend=first, fullgraph=True, dynamic=False)
+    eng._first_pad = True
     got = eng.generate(LONG_PROMPTS, params)
-    assert counter.frame_count == 1 and first.frame_count >= 1
+    assert counter.frame_count == 1 and first.frame_count == 1  # 8 samples in one admission, padded to 16
     assert_same(got, ref)
+
+
+def test_single_prompt_admissions_run_one_row_windows(model):
+    """A lone prompt is prefilled in one-row windows (its own static graph), and the first-token sampler pads
+    its samples to a power of four (n = 1 -> 1; 2 and 3 -> 4): same outputs as the batched prefill."""
+    import torch._dynamo as dynamo
+    from torch._dynamo.testing import CompileCounter
+
+    params = mixed_params()
+    params[2].n = 3  # padded to 4 first-token rows
+    ref = Engine(model, max_slots=8, max_len=64, spec_k=2, prefill_graph=False)
+    dynamo.reset()
+    win, first = CompileCounter(), CompileCounter()
+    eng = Engine(model, max_slots=8, max_len=64, spec_k=2, prefill_graph=True)
+    eng.prefill._window_fn = torch.compile(eng.prefill.window_impl, backend=win, fullgraph=True, dynamic=False)
+    eng._first_fn = torch.compile(eng._first_tokens, backend=first, fullgraph=True, dynamic=False)
+    eng._first_pad = True
+    for p, sp in zip(LONG_PROMPTS, params):  # one request at a time: every admission holds one prompt
+        assert_same(eng.generate([p], [sp]), ref.generate([p], [sp]))
+    assert eng.prefill.forwards == sum(-(-len(p) // eng.prefill.CHUNK) for p in LONG_PROMPTS)
+    assert win.frame_count == 1  # the one-row window only
+    assert first.frame_count == 2  # sample counts 1 and 4
 
 
 # -- Triton kernels ------------------------------------------------------------------------------

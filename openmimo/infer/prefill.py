@@ -8,9 +8,9 @@ Two paths, the same result (tests/test_engine_fast.py checks them against each o
   plain causal attention over its own new tokens.  Eager by default; ``compile_prefill`` compiles it with a
   symbolic prompt count and length (minutes of compile on a GPU).  Used for long prompts and big admissions.
 - **Windows** (``Prefill.windows``, ``prefill_graph``; on GPU by default with the compiled engine): the prompts
-  cut into windows of ``CHUNK_ROWS`` prompts x ``CHUNK`` tokens, each run by one fixed-shape function attending
-  over the slot's first ``chunk_kv`` cache positions (masked to each query's position), compiled as one CUDA
-  graph.  A short prompt then costs a replay instead of an eager forward's hundreds of launches (20-32 ms for a
+  cut into windows of ``CHUNK_ROWS`` prompts (one for a single prompt) x ``CHUNK`` tokens, each run by a
+  fixed-shape function attending over the slot's first ``chunk_kv`` cache positions (masked to each query's
+  position), compiled as a CUDA graph (one per row count).  A short prompt then costs a replay instead of an eager forward's hundreds of launches (20-32 ms for a
   14-token prompt of a 0.5B model on an H100).  Used while an admission needs at most ``MAX_GRAPH_REPLAYS``
   windows and its longest prompt fits ``chunk_kv``.
 
@@ -93,9 +93,11 @@ class Prefill:
     def windows(self, ids: torch.Tensor, s0: list[int], lens: list[int]) -> torch.Tensor:
         """Prefill window by window.  A group with fewer than CHUNK_ROWS prompts repeats its first row (same
         slot, positions and tokens: identical writes); windows past a prompt's end write its right padding.
+        A single prompt runs in one-row windows (a second graph): a quarter of the rows, where the four-row
+        window would compute its prompt four times.
         ``ids``: (R, L) on the host; every window's inputs cross to the device in one copy."""
-        C, G, dev = self.CHUNK, self.CHUNK_ROWS, self.device
         R, L = ids.shape
+        C, G, dev = self.CHUNK, 1 if R == 1 else self.CHUNK_ROWS, self.device
         n_c, n_g = -(-L // C), -(-R // G)
         padded = torch.nn.functional.pad(ids, (0, n_c * C - L))
         plan, picks = [], []  # the windows to run; per prompt, in order: (window, its row there)
@@ -121,5 +123,8 @@ class Prefill:
             # a CUDA graph's output is overwritten by its next replay: copy it out first
             outs.append(self._window_fn(w[:, :C], w[:, C: 2 * C], w[:, 2 * C], w[:, 2 * C + 1]).clone())
             self.forwards += 1
-        flat = torch.stack(outs).flatten(0, 1)  # (windows * G, V)
-        return flat[torch.tensor([w * G + i for w, i in picks], device=dev)]
+        flat = outs[0] if len(outs) == 1 else torch.stack(outs).flatten(0, 1)  # (windows * G, V)
+        at = [w * G + i for w, i in picks]
+        if at == list(range(R)):  # one window, or prompts of one window's length: no gather
+            return flat[:R]
+        return flat[torch.tensor(at, device=dev)]
