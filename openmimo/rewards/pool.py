@@ -97,7 +97,36 @@ class _Worker:
         self.start()
 
 
-class RewardPool:
+class QueuedPool:
+    """What the reward pools share: ``submit`` queues ``(fn, args, kwargs, timeout, future)`` on ``self._q``
+    for the pool's dispatcher; ``map``; a context manager around ``close``."""
+
+    timeout: float
+    _q: queue.Queue
+    _closed: bool
+
+    def submit(self, fn: Callable, *args, timeout: float | None = None, **kwargs) -> Future:
+        if self._closed:
+            raise RuntimeError("pool is closed")
+        fut: Future = Future()
+        self._q.put((fn, args, kwargs, self.timeout if timeout is None else timeout, fut))
+        return fut
+
+    def map(self, fn: Callable, *iterables, timeout: float | None = None) -> list:
+        futs = [self.submit(fn, *a, timeout=timeout) for a in zip(*iterables)]
+        return [f.result() for f in futs]
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class RewardPool(QueuedPool):
     """Worker processes with per-task timeouts; see the module docstring."""
 
     def __init__(self, workers: int | None = None, timeout: float = 5.0,
@@ -113,17 +142,6 @@ class RewardPool:
         self._closed = False
         for t in self._threads:
             t.start()
-
-    def submit(self, fn: Callable, *args, timeout: float | None = None, **kwargs) -> Future:
-        if self._closed:
-            raise RuntimeError("pool is closed")
-        fut: Future = Future()
-        self._q.put((fn, args, kwargs, self.timeout if timeout is None else timeout, fut))
-        return fut
-
-    def map(self, fn: Callable, *iterables, timeout: float | None = None) -> list:
-        futs = [self.submit(fn, *a, timeout=timeout) for a in zip(*iterables)]
-        return [f.result() for f in futs]
 
     def _dispatch(self, w: _Worker) -> None:
         while True:
@@ -182,8 +200,3 @@ class RewardPool:
                 pass
             w.kill()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -95,7 +95,20 @@ class RLTrainConfig:
     ckpt_every: int = 10
     reward_workers: int = 2
     reward_timeout: float = 10.0
+    reward_backend: str = "process"  # process (worker processes) | ray (Ray tasks: pip install openmimo[ray])
+    ray_address: str = ""  # reward_backend ray: "" = a local Ray instance; "auto" / "ray://host:10001" = a cluster
     time_limit_s: float = 0.0  # stop (and save) after this long (0 = no limit)
+
+    def check(self):
+        if self.reward_backend not in ("process", "ray"):
+            raise ValueError(f"key 'reward_backend' must be process or ray, got {self.reward_backend!r}")
+        if self.ray_address and self.reward_backend != "ray":
+            raise ValueError("key 'ray_address' is only used with reward_backend: ray")
+        if self.reward_backend == "ray":
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise ValueError("key 'reward_backend': ray needs Ray: pip install openmimo[ray]")
 
 
 @dataclass
@@ -267,7 +280,12 @@ class RLRun:
         self.params = SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
                                      stop_ids=stop)
         self.backend = EngineBackend(self.engine, self.params, seed=t.seed)
-        self.pool = RewardPool(t.reward_workers, timeout=t.reward_timeout)
+        if t.reward_backend == "ray":
+            from openmimo.rewards.ray_pool import RayRewardPool
+
+            self.pool = RayRewardPool(t.reward_workers, timeout=t.reward_timeout, address=t.ray_address or None)
+        else:
+            self.pool = RewardPool(t.reward_workers, timeout=t.reward_timeout)
         self.rewards = PoolRewards(make_score_fn(d.kind, self.tok, self.pool, t.reward_timeout))
         self.sampler = ProblemSampler(len(self.problems), seed=t.seed)
         self.rollout = SeamlessRollout(self.backend, self.rewards, self.sampler, self.problems, cfg.rollout)

@@ -1,0 +1,170 @@
+"""The reward pool on Ray: the same interface as :class:`~openmimo.rewards.pool.RewardPool`, with the
+work done by Ray tasks -- on a local Ray instance, or on a cluster of dedicated reward servers.
+
+``RayRewardPool(workers, timeout, address=None).submit(fn, *args, timeout=5.0) -> concurrent.futures.Future``.
+``address=None`` starts a private local Ray instance with ``workers`` CPUs (no dashboard, quiet
+logs) and shuts it down on :meth:`close`; an address (``"auto"``, ``"ray://host:10001"``) connects
+to a running cluster instead, whose nodes must have openmimo importable (the reward functions are
+sent by reference).  An already initialised Ray (``ray.init`` called by the program) is reused
+as it is and left running.
+
+As in the process pool, at most ``workers`` tasks are in flight (the rest wait in a local queue,
+first come first served), futures never raise, and every failure resolves to ``fallback(reason)``
+-- by default ``RewardResult(0.0, reason)``: a task past its timeout is cancelled with
+``ray.cancel(force=True)`` (its worker process is killed; Ray starts another) and gives
+``"timeout after Ns"``; an exception in ``fn`` gives ``"error: Type: message"``; a worker that dies
+(segfault, ``os._exit``, OOM kill) gives ``"worker crashed (...)"``.  Tasks are never retried.
+
+The timeout counts from the hand-off to Ray, so it includes Ray's scheduling and, after a
+kill, the start of a replacement worker (about a second): keep it well above that.  A single
+dispatcher thread watches the tasks with ``ray.wait``.
+
+Importing this module does not import Ray; constructing the pool without it raises ImportError
+(``pip install openmimo[ray]``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from openmimo.rewards.pool import QueuedPool, zero_result
+
+_POLL_S = 0.02  # how often the dispatcher looks at the local queue while it has free slots
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError("the Ray reward backend needs Ray: pip install openmimo[ray] "
+                          f"(or pip install 'ray>=2.9'); {e}") from None
+    return ray
+
+
+def _call(fn: Callable, args: tuple, kwargs: dict):
+    """Runs in a Ray worker."""
+    return fn(*args, **kwargs)
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    lines = str(text).strip().splitlines()
+    return (lines[0] if lines else "")[:limit]
+
+
+class RayRewardPool(QueuedPool):
+    """Reward tasks on Ray with per-task timeouts; see the module docstring."""
+
+    def __init__(self, workers: int | None = None, timeout: float = 5.0,
+                 fallback: Callable[[str], Any] = zero_result, address: str | None = None, **init_kwargs):
+        ray = _import_ray()
+        self._ray = ray
+        self.timeout = timeout
+        self.fallback = fallback
+        self.restarts = 0  # workers killed after a timeout, or dead on their own (Ray replaces them)
+        self.timeouts = 0
+        self._owns_ray = False
+        if not ray.is_initialized():
+            kw: dict = {"logging_level": logging.WARNING, "log_to_driver": False}
+            if address:
+                kw["address"] = address
+            else:
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+                kw.update(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
+                          object_store_memory=128 * 1024 * 1024)  # rewards pass small strings
+            kw.update(init_kwargs)
+            ray.init(**kw)
+            self._owns_ray = True
+        if workers is None:
+            workers = int(ray.cluster_resources().get("CPU", 0)) or os.cpu_count() or 1
+        self.workers = workers
+        self._task = ray.remote(_call).options(num_cpus=1, max_retries=0, retry_exceptions=False)
+        self._q: queue.Queue = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._dispatch, daemon=True, name="ray-reward-pool")
+        self._thread.start()
+
+    # -- the dispatcher thread ------------------------------------------------------------------
+    def _resolve(self, ref, fut: Future) -> None:
+        ray = self._ray
+        try:
+            value = ray.get(ref)
+        except ray.exceptions.RayTaskError as e:  # fn raised
+            cause = getattr(e, "cause", None)
+            what = f"{type(cause).__name__}: {cause}" if isinstance(cause, BaseException) else str(e)
+            value = self.fallback(f"error: {_first_line(what)}")
+        except Exception as e:  # noqa: BLE001 -- WorkerCrashedError, OutOfMemoryError, NodeDiedError ...
+            self.restarts += 1
+            value = self.fallback(f"worker crashed ({type(e).__name__}: {_first_line(e)})")
+        fut.set_result(value)
+
+    def _dispatch(self) -> None:
+        ray = self._ray
+        inflight: dict = {}  # ObjectRef -> (future, deadline, timeout)
+        closing = False
+        while True:
+            while not closing and len(inflight) < self.workers:  # fill the free slots
+                try:
+                    item = self._q.get(block=not inflight)
+                except queue.Empty:
+                    break
+                if item is None:
+                    closing = True
+                    break
+                fn, args, kwargs, timeout, fut = item
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                try:
+                    ref = self._task.remote(fn, args, kwargs)
+                except Exception as e:  # noqa: BLE001 -- unpicklable task, lost cluster ...
+                    fut.set_result(self.fallback(f"could not send the task: {type(e).__name__}: {e}"[:300]))
+                    continue
+                inflight[ref] = (fut, time.monotonic() + timeout, timeout)
+            if not inflight:
+                if closing:
+                    return
+                continue
+            wait = max(0.0, min(d for _, d, _ in inflight.values()) - time.monotonic())
+            if not closing and len(inflight) < self.workers:
+                wait = min(wait, _POLL_S)
+            try:
+                refs = list(inflight)
+                ready, _ = ray.wait(refs, num_returns=1, timeout=wait)
+                if ready:
+                    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            except Exception as e:  # noqa: BLE001 -- the cluster is gone: fail what is in flight
+                for fut, _, _ in inflight.values():
+                    fut.set_result(self.fallback(f"ray error: {type(e).__name__}: {_first_line(e)}"))
+                inflight.clear()
+                continue
+            for ref in ready:
+                self._resolve(ref, inflight.pop(ref)[0])
+            now = time.monotonic()
+            for ref in [r for r, (_, d, _) in inflight.items() if d <= now]:
+                fut, _, timeout = inflight.pop(ref)
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 -- finished meanwhile, or already gone
+                    pass
+                self.timeouts += 1
+                self.restarts += 1
+                fut.set_result(self.fallback(f"timeout after {timeout:g}s"))
+
+    def close(self) -> None:
+        """Finish the queued tasks (each bounded by its timeout), then stop; shuts down the Ray
+        instance only if this pool started it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._q.put(None)
+        self._thread.join(timeout=60)
+        if self._owns_ray:
+            try:
+                self._ray.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
