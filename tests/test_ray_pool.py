@@ -19,7 +19,10 @@ from openmimo.rl.trainer import RLConfig
 @pytest.fixture(scope="module")
 def pool():
     pytest.importorskip("ray")
-    p = RayRewardPool(workers=2, timeout=30.0)  # a private local Ray instance: start-up is slow, share it
+    try:  # a private local Ray instance: start-up is slow, share it
+        p = RayRewardPool(workers=2, timeout=30.0)
+    except (RuntimeError, ConnectionError, TimeoutError) as e:  # a sandbox where Ray's processes cannot start
+        pytest.skip(f"a local Ray instance cannot start here: {e}")
     yield p
     p.close()
 
