@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from openmimo.infer.engine import Engine, SamplingParams
+from openmimo.infer.sampling import first_tokens, padded_count
 from openmimo.infer.oracle import generate_oracle
 from openmimo.model.mimo import build_model
 from test_engine import PROMPTS, tiny_cfg  # the same tiny model and prompts as the engine tests
@@ -220,7 +221,7 @@ def test_chunk_prefill_traces_as_one_static_graph(model):
     eng = Engine(model, max_slots=8, max_len=64, spec_k=1, prefill_graph=True)
     eng.prefill._window_fn = torch.compile(eng.prefill.window_impl, backend=counter, fullgraph=True, dynamic=False)
     first = CompileCounter()  # the first-token sampler: static shapes, the samples padded to a power of two
-    eng._first_fn = torch.compile(eng._first_tokens, backend=first, fullgraph=True, dynamic=False)
+    eng._first_fn = torch.compile(first_tokens, backend=first, fullgraph=True, dynamic=False)
     eng._first_pad = True
     got = eng.generate(LONG_PROMPTS, params)
     assert counter.frame_count == 1 and first.frame_count == 1  # 8 samples in one admission, padded to 16
@@ -240,13 +241,14 @@ def test_single_prompt_admissions_run_one_row_windows(model):
     win, first = CompileCounter(), CompileCounter()
     eng = Engine(model, max_slots=8, max_len=64, spec_k=2, prefill_graph=True)
     eng.prefill._window_fn = torch.compile(eng.prefill.window_impl, backend=win, fullgraph=True, dynamic=False)
-    eng._first_fn = torch.compile(eng._first_tokens, backend=first, fullgraph=True, dynamic=False)
+    eng._first_fn = torch.compile(first_tokens, backend=first, fullgraph=True, dynamic=False)
     eng._first_pad = True
     for p, sp in zip(LONG_PROMPTS, params):  # one request at a time: every admission holds one prompt
         assert_same(eng.generate([p], [sp]), ref.generate([p], [sp]))
     assert eng.prefill.forwards == sum(-(-len(p) // eng.prefill.CHUNK) for p in LONG_PROMPTS)
     assert win.frame_count == 1  # the one-row window only
     assert first.frame_count == 2  # sample counts 1 and 4
+    assert [padded_count(n) for n in (1, 2, 4, 5, 16, 17, 256)] == [1, 4, 4, 16, 16, 64, 256]
 
 
 # -- Triton kernels ------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ import torch
 
 from openmimo.infer.kv_cache import CacheView, KVCache, slots_for_budget
 from openmimo.infer.prefill import Prefill
-from openmimo.infer.sampling import STREAM_DRAFT, STREAM_SAMPLE, gumbel_sample, process_logits
+from openmimo.infer.sampling import STREAM_DRAFT, first_tokens, gumbel_sample, padded_count, process_logits
 from openmimo.infer.speculative import SpecStats, accept_drafts
 from openmimo.runtime import allow_recompiles
 
@@ -198,10 +198,10 @@ class Engine:
         # one CUDA graph per power-of-four sample count (the samples padded up to it; four compiles up to 256
         # samples, where powers of two made a batch-16 warm-up 100 s longer): a dynamic-shape compiled function
         # spent 0.76 ms of host time per admission on its guards and wrapper, for 40 us of GPU work.
-        self._first_fn = self._first_tokens
+        self._first_fn = first_tokens
         self._first_pad = self.compiled
         if self.compiled:
-            self._first_fn = torch.compile(self._first_tokens, mode="reduce-overhead", fullgraph=True, dynamic=False)
+            self._first_fn = torch.compile(first_tokens, mode="reduce-overhead", fullgraph=True, dynamic=False)
         # Overlap: launch decode step n+1 before reading step n's tokens (see ``step``); default on GPU.
         self.overlap = (self.device.type == "cuda") if overlap is None else overlap
         self._inflight: _Inflight | None = None
@@ -391,11 +391,7 @@ class Engine:
         samples = [(slot, row, j) for row, g in enumerate(groups) for j, slot in enumerate(g)]
         N = len(samples)
         # the first-token graph's inputs: the samples padded to a power of four by repeating the first one
-        P = N
-        if self._first_pad:
-            P = 1
-            while P < N:
-                P *= 4
+        P = padded_count(N) if self._first_pad else N
         padded = samples + samples[:1] * (P - N)
         rows = [x[1] for x in padded]
         meta = torch.tensor([g[0] for g in groups] + [n - 1 for n in lens] + [x[0] for x in padded]
@@ -435,16 +431,6 @@ class Engine:
         self.counters["prompt_tokens"] += sum(lens)
         self.counters["prefill_seconds"] += time.perf_counter() - t0
         return outs
-
-    @staticmethod
-    def _first_tokens(logits, temp, top_p, top_k, seeds, n_p):
-        """The first generated token of each sample from its prompt's last logits (N, V): float64 (N, 3)
-        of token, raw log-prob and processed log-prob (compiled, dynamic in N, on GPU)."""
-        proc = process_logits(logits, temp, top_p, top_k)
-        toks = gumbel_sample(proc, seeds, n_p, STREAM_SAMPLE)
-        raw = torch.log_softmax(logits, -1).gather(-1, toks[:, None])[:, 0]
-        plp = proc.gather(-1, toks[:, None])[:, 0]
-        return torch.stack([toks.double(), raw.double(), plp.double()], 1)
 
     def _kv_bucket(self, inflight: bool = False) -> int:
         """Attention length of this decode step: a power of two covering every active sequence.

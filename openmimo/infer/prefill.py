@@ -10,8 +10,8 @@ Two paths, the same result (tests/test_engine_fast.py checks them against each o
 - **Windows** (``Prefill.windows``, ``prefill_graph``; on GPU by default with the compiled engine): the prompts
   cut into windows of ``CHUNK_ROWS`` prompts (one for a single prompt) x ``CHUNK`` tokens, each run by a
   fixed-shape function attending over the slot's first ``chunk_kv`` cache positions (masked to each query's
-  position), compiled as a CUDA graph (one per row count).  A short prompt then costs a replay instead of an eager forward's hundreds of launches (20-32 ms for a
-  14-token prompt of a 0.5B model on an H100).  Used while an admission needs at most ``MAX_GRAPH_REPLAYS``
+  position), compiled as a CUDA graph (one per row count).  A short prompt then costs a replay instead of an
+  eager forward's hundreds of launches (20-32 ms for a 14-token prompt of a 0.5B model on an H100).  Used while an admission needs at most ``MAX_GRAPH_REPLAYS``
   windows and its longest prompt fits ``chunk_kv``.
 
 Padding sits after each prompt in both paths: no real token attends to it, and its K/V lands past the row's
@@ -86,7 +86,7 @@ class Prefill:
                                                         causal_prefill=True))
 
     def window_impl(self, ids, pos, slots, last):
-        """One window at fixed shapes (CHUNK_ROWS, CHUNK) (the CUDA graph): each query attends to its slot's
+        """One window at fixed shapes (rows, CHUNK) (a CUDA graph per row count): each query attends to its slot's
         cache up to its own position, over the first ``chunk_kv`` positions."""
         return self._fill(ids, pos, slots, last, CacheView(self.cache, pos, self.chunk_kv, slot_ids=slots))
 

@@ -81,3 +81,24 @@ def gumbel_sample(logprobs: torch.Tensor, seed: torch.Tensor, position: torch.Te
     u = uniform_noise(seed, position, stream, logprobs.shape[-1])
     g = -torch.log(-torch.log(u))
     return torch.argmax(logprobs.float() + g, dim=-1)
+
+
+def first_tokens(logits: torch.Tensor, temp: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor,
+                 seeds: torch.Tensor, n_p: torch.Tensor) -> torch.Tensor:
+    """The first generated token of each admitted sample from its prompt's last logits (N, V) and its sampling
+    parameters (N,): float64 (N, 3) of token, raw log-prob and processed log-prob.  The engine runs it as one
+    CUDA graph per padded sample count (see ``padded_count``)."""
+    proc = process_logits(logits, temp, top_p, top_k)
+    toks = gumbel_sample(proc, seeds, n_p, STREAM_SAMPLE)
+    raw = torch.log_softmax(logits, -1).gather(-1, toks[:, None])[:, 0]
+    plp = proc.gather(-1, toks[:, None])[:, 0]
+    return torch.stack([toks.double(), raw.double(), plp.double()], 1)
+
+
+def padded_count(n: int, base: int = 4) -> int:
+    """The smallest power of ``base`` >= n: the sample counts the first-token graph is built for (powers of four
+    keep it to four compiles up to 256 samples)."""
+    p = 1
+    while p < n:
+        p *= base
+    return p

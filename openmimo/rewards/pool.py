@@ -199,4 +199,3 @@ class RewardPool(QueuedPool):
             except Exception:  # noqa: BLE001
                 pass
             w.kill()
-
