@@ -79,6 +79,58 @@ def test_rl_run_updates_syncs_weights_and_resumes_exactly(ckpt, tmp_path):
     assert torch.allclose(full, resumed, atol=1e-6)
 
 
+def _weights(model) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_lr_schedule_is_logged_per_step_and_budget_horizon_reads_elapsed_time(ckpt, tmp_path):
+    cfg = _cfg(ckpt, tmp_path / "lr", 2)
+    cfg.actor.lr_scheduler_type, cfg.actor.min_lr_ratio = "cosine", 0.1
+    _train(cfg)
+    lines = [json.loads(x) for x in (tmp_path / "lr" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [x["actor/lr"] for x in lines if "actor/lr" in x]
+    # step 0 of 2: the peak; step 1 (half-way): 0.001 + 0.5 * (0.01 - 0.001) * (1 + cos(pi / 2)) = 0.0055
+    assert lrs[0] == pytest.approx(0.01) and lrs[1] == pytest.approx(0.0055)
+    cfg.actor.lr_scheduler_type, cfg.actor.min_lr_ratio, cfg.actor.lr_horizon = "linear", 0.0, "budget"
+    cfg.train.steps, cfg.train.time_limit_s, cfg.train.out_dir = 10, 100.0, str(tmp_path / "budget")
+    run = RLRun(cfg)
+    try:
+        run.step, run.elapsed_s = 2, 60.0  # 20% of the steps but 60% of the time budget: time decides
+        assert run.lr() == pytest.approx(0.004)
+        run.elapsed_s = 10.0  # 20% of the steps, 10% of the time: steps decide
+        assert run.lr() == pytest.approx(0.008)
+        cfg.actor.lr_horizon = "steps"
+        run.elapsed_s = 60.0
+        assert run.lr() == pytest.approx(0.008)
+    finally:
+        run.close()
+
+
+def test_ema_weights_follow_the_hand_recursion_are_exported_and_resume_exactly(ckpt, tmp_path):
+    from openmimo.model.hf import load_model
+
+    d = 0.75
+    cfg = _cfg(ckpt, tmp_path / "e1", 1)
+    cfg.actor.ema_decay = d
+    run, w1 = _train(cfg)
+    base = _weights(build_model_from(ckpt))
+    assert torch.allclose(_weights(run.ema), d * base + (1 - d) * w1, atol=1e-7)
+    # the exported model is the average, and the engine was handed back the trained weights after validation
+    assert torch.allclose(_weights(load_model(tmp_path / "e1" / "final", dtype=torch.float32)), _weights(run.ema))
+    assert torch.equal(_weights(run.engine.model), w1)
+    # two steps in one go == one step, then --resume: model and average
+    cfg2 = _cfg(ckpt, tmp_path / "e2", 2)
+    cfg2.actor.ema_decay = d
+    full, w2 = _train(cfg2)
+    cfg1 = _cfg(ckpt, tmp_path / "e3", 1)
+    cfg1.actor.ema_decay = d
+    _train(cfg1)
+    cfg3 = _cfg(ckpt, tmp_path / "e3", 2)
+    cfg3.actor.ema_decay = d
+    resumed, w2r = _train(cfg3, resume=True)
+    assert torch.allclose(w2, w2r, atol=1e-6) and torch.allclose(_weights(full.ema), _weights(resumed.ema), atol=1e-6)
+
+
 def _p_even_first_token(model, problems) -> float:
     """The policy's probability of an even first response token, averaged over the prompts (exact, no sampling)."""
     with torch.no_grad():
@@ -138,6 +190,12 @@ def test_bad_data_and_config_errors(ckpt, tmp_path):
         load(RLConfig, None, [])
     with pytest.raises(ConfigError, match="kind"):
         load(RLConfig, None, ["train.model_path=x", "data.kind=chess"])
+    with pytest.raises(ConfigError, match="lr_scheduler_type"):
+        load(RLConfig, None, ["train.model_path=x", "actor.lr_scheduler_type=step"])
+    with pytest.raises(ConfigError, match="lr_horizon"):
+        load(RLConfig, None, ["train.model_path=x", "actor.lr_horizon=tokens"])
+    with pytest.raises(ConfigError, match="ema_decay"):
+        load(RLConfig, None, ["train.model_path=x", "actor.ema_decay=1.0"])
 
 
 def test_collate_right_pads_and_masks_responses():

@@ -10,7 +10,7 @@ from openmimo.model.mimo import build_model
 from openmimo.runtime import Runtime
 from openmimo.train.loop import Trainer, build_optimizer
 from openmimo.train.pretrain import PretrainObjective
-from openmimo.train.schedule import batch_size_at, lr_at, mtp_weight_at, stage_at
+from openmimo.train.schedule import batch_size_at, lr_at, lr_at_progress, mtp_weight_at, stage_at
 
 
 def test_lr_schedule_hand_values():
@@ -23,6 +23,21 @@ def test_lr_schedule_hand_values():
     assert math.isclose(lr_at(250, **args), 0.1 + 0.45 * (1 + math.cos(math.pi / 2)))  # half-way: 0.55
     assert math.isclose(lr_at(350, **args), 0.1)
     assert lr_at(10**9, **args) == 0.1
+
+
+def test_lr_at_progress_hand_values():
+    assert lr_at_progress(0.7, 2.0) == 2.0  # constant
+    assert lr_at_progress(0.0, 2.0, "cosine", 0.1) == 2.0
+    assert math.isclose(lr_at_progress(0.5, 2.0, "cosine", 0.1), 0.2 + 0.9)  # half-way between 2.0 and 0.2
+    assert math.isclose(lr_at_progress(1.0, 2.0, "cosine", 0.1), 0.2)
+    assert math.isclose(lr_at_progress(0.25, 2.0, "linear"), 1.5)
+    assert lr_at_progress(3.0, 2.0, "linear") == 0.0 and lr_at_progress(-1.0, 2.0, "linear") == 2.0  # clamped
+    # warm-up scales the first steps: step 0 of 4 -> 1/4 of the scheduled value
+    assert math.isclose(lr_at_progress(0.0, 2.0, "linear", step=0, warmup_steps=4), 0.5)
+    assert math.isclose(lr_at_progress(0.5, 2.0, "linear", step=3, warmup_steps=4), 1.0)
+    assert lr_at_progress(0.5, 2.0, "linear", step=4, warmup_steps=4) == 1.0
+    with pytest.raises(ValueError, match="constant, cosine or linear"):
+        lr_at_progress(0.5, 1.0, "step")
 
 
 def test_batch_warmup_mtp_weight_and_stages():

@@ -52,7 +52,14 @@ def _paths(value) -> list[str]:
 
 @dataclass
 class ActorConfig:  # verl's actor_rollout_ref.actor names
-    lr: float = 1e-5  # constant learning rate
+    lr: float = 1e-5  # peak learning rate
+    lr_scheduler_type: str = "constant"  # constant | cosine | linear (decay to min_lr_ratio * lr at the run's end)
+    min_lr_ratio: float = 0.0
+    lr_warmup_steps: int = 0
+    # what "the run's end" is for the decay: steps (train.steps) or budget (whichever of train.steps and
+    # train.time_limit_s comes first, so a time-guarded run still ends annealed)
+    lr_horizon: str = "steps"
+    ema_decay: float = 0.0  # > 0: an exponential moving average of the weights is validated and exported
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     clip_ratio_low: float = 0.2  # eps_low
@@ -69,6 +76,12 @@ class ActorConfig:  # verl's actor_rollout_ref.actor names
     def check(self):
         if self.lr <= 0 or self.ppo_mini_batch_size < 1 or self.ppo_micro_batch_size_per_gpu < 1 or self.ppo_epochs < 1:
             raise ValueError("key 'lr', 'ppo_mini_batch_size', 'ppo_micro_batch_size_per_gpu', 'ppo_epochs' must be positive")
+        if self.lr_scheduler_type not in ("constant", "cosine", "linear"):
+            raise ValueError(f"key 'lr_scheduler_type' must be constant, cosine or linear, got {self.lr_scheduler_type!r}")
+        if self.lr_horizon not in ("steps", "budget"):
+            raise ValueError(f"key 'lr_horizon' must be steps or budget, got {self.lr_horizon!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0 or not 0.0 <= self.ema_decay < 1.0 or self.lr_warmup_steps < 0:
+            raise ValueError("key 'min_lr_ratio' must be in [0, 1], 'ema_decay' in [0, 1), 'lr_warmup_steps' >= 0")
 
 
 @dataclass
@@ -97,7 +110,7 @@ class RLTrainConfig:
     reward_timeout: float = 10.0
     reward_backend: str = "process"  # process (worker processes) | ray (Ray tasks: pip install openmimo[ray])
     ray_address: str = ""  # reward_backend ray: "" = a local Ray instance; "auto" / "ray://host:10001" = a cluster
-    time_limit_s: float = 0.0  # stop (and save) after this long (0 = no limit)
+    time_limit_s: float = 0.0  # stop (and save) after this long, counted across resumes (0 = no limit)
 
     def check(self):
         if self.reward_backend not in ("process", "ray"):
@@ -262,6 +275,7 @@ class RLRun:
         self.model = load_model(t.model_path, dtype=torch.float32, device=dev)
         gen_model = load_model(t.model_path, dtype=self.rt.dtype if dev.type == "cuda" else torch.float32, device=dev)
         self.ref = copy.deepcopy(self.model).eval() if cfg.actor.kl_coef > 0 else None
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.actor.ema_decay > 0 else None
         a = cfg.actor
         self.optimizer = build_optimizer(self.model, a.lr, (0.9, 0.999), 1e-8, a.weight_decay, dev)
         self.trainer = Trainer(self.model, self.optimizer, self.rt, a.grad_clip)
@@ -290,6 +304,7 @@ class RLRun:
         self.sampler = ProblemSampler(len(self.problems), seed=t.seed)
         self.rollout = SeamlessRollout(self.backend, self.rewards, self.sampler, self.problems, cfg.rollout)
         self.step = 0
+        self.elapsed_s = 0.0  # the run's wall time so far, across resumes: what the time guard and lr_horizon read
         from openmimo.metrics import Metrics
 
         self.metrics = Metrics(self.run_dir, total_steps=t.steps, desc="rl")
@@ -309,6 +324,9 @@ class RLRun:
         self.sampler.load_state_dict(state["sampler"])
         self.rollout.load_state_dict(state["rollout"])
         self.backend.seed = state["backend_seed"]
+        self.elapsed_s = state.get("elapsed_s", 0.0)
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"] if "ema" in state else self.model.state_dict())
         self.engine.update_weights(self.model)
         self.metrics.truncate_after(self.step)
         print(f"[rl] resumed from {ckpt} at step {self.step}")
@@ -318,7 +336,25 @@ class RLRun:
 
         return save_checkpoint(self.run_dir, self.step, self.model, self.optimizer,
                                {"sampler": self.sampler.state_dict(), "rollout": self.rollout.state_dict(),
-                                "backend_seed": self.backend.seed})
+                                "backend_seed": self.backend.seed, "elapsed_s": self.elapsed_s,
+                                **({"ema": self.ema.state_dict()} if self.ema is not None else {})})
+
+    def lr(self) -> float:
+        """This iteration's learning rate: the schedule at the share of the run done (steps, or the time budget)."""
+        from openmimo.train.schedule import lr_at_progress
+
+        a, t = self.cfg.actor, self.cfg.train
+        progress = self.step / max(t.steps, 1)
+        if a.lr_horizon == "budget" and t.time_limit_s:
+            progress = max(progress, self.elapsed_s / t.time_limit_s)
+        return lr_at_progress(progress, a.lr, a.lr_scheduler_type, a.min_lr_ratio, self.step, a.lr_warmup_steps)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * weights, after each iteration's updates."""
+        w = 1.0 - self.cfg.actor.ema_decay
+        for e, p in zip(self.ema.parameters(), self.model.parameters()):
+            e.lerp_(p.detach(), w)
 
     def validate(self) -> dict:
         """avg@k and pass@k on the held-out problems, streamed through the engine with async rewards."""
@@ -332,7 +368,11 @@ class RLRun:
         t = self.cfg.train
         saved = self.backend.params
         self.backend.params = dataclasses.replace(saved, temperature=t.val_temperature, top_p=t.val_top_p)
+        if self.ema is not None:  # validate what is exported: the averaged weights
+            self.engine.update_weights(self.ema)
         scores = generate_and_score(self.backend, self.rewards, [(p["prompt_ids"], p) for p in self.val], t.val_n)
+        if self.ema is not None:
+            self.engine.update_weights(self.model)
         self.backend.params = saved
         ks = sorted({1, t.val_n})
         out = summarise_validation(scores, ks=ks)
@@ -365,6 +405,7 @@ class RLRun:
                     for s, row in zip(part, lp):
                         s["ref"] = row[: len(s["ids"])].tolist()
         totals: dict = {}
+        lr = self.lr()
         gen = torch.Generator().manual_seed(self.cfg.train.seed * 7919 + self.step)
         updates = 0
         for _ in range(a.ppo_epochs):
@@ -378,18 +419,20 @@ class RLRun:
                     if self.ref is not None:
                         mb["ref_logprobs"] = collate([{**s, "old": s["ref"]} for s in part], pad)["old_logprobs"]
                     mbs.append(mb)
-                st = self.trainer.step(mbs, objective, a.lr)
+                st = self.trainer.step(mbs, objective, lr)
                 updates += 1
                 for k, v in st.items():
                     totals[k] = totals.get(k, 0.0) + v
         out = summarise_step(totals, objective.extrema)
-        out.update({"updates": updates, "grad_norm": totals.get("grad_norm", 0.0) / max(updates, 1),
+        if self.ema is not None:
+            self.update_ema()
+        out.update({"lr": lr, "updates": updates, "grad_norm": totals.get("grad_norm", 0.0) / max(updates, 1),
                     "update_time_s": totals.get("step_time_s", 0.0)})
         return out
 
     def train(self) -> dict:
         t = self.cfg.train
-        t_start = time.time()
+        t_start, elapsed0 = time.time(), self.elapsed_s
         history = {}
         if self.step == 0:
             history["val_start"] = self.validate()
@@ -397,7 +440,8 @@ class RLRun:
             print(f"[rl] step 0 validation: {history['val_start']}")
         last_ckpt = self.step
         while self.step < t.steps:
-            if t.time_limit_s and time.time() - t_start > t.time_limit_s:
+            self.elapsed_s = elapsed0 + time.time() - t_start
+            if t.time_limit_s and self.elapsed_s > t.time_limit_s:
                 print(f"[rl] time limit reached at step {self.step}")
                 break
             groups, roll = self.rollout.collect()
@@ -415,6 +459,7 @@ class RLRun:
                 rec.update({f"actor/{k}": v for k, v in upd.items()})
                 rec["reward_mean"] = sum(sum(g.rewards) for g in groups) / (len(groups) * self.cfg.rollout.n)
             self.step += 1
+            self.elapsed_s = elapsed0 + time.time() - t_start
             rec["loss"] = rec.get("actor/pg_loss", 0.0)
             self.metrics.log(rec, step=self.step)
             if t.val_every and self.step % t.val_every == 0 and self.step < t.steps:
@@ -426,7 +471,7 @@ class RLRun:
             self.save()
         history["val_end"] = self.validate()
         self.metrics.log({"val_final": history["val_end"]}, step=self.step)
-        self.model.save_pretrained(self.run_dir / "final", tokenizer=self.tok)
+        (self.ema if self.ema is not None else self.model).save_pretrained(self.run_dir / "final", tokenizer=self.tok)
         print(f"[rl] {self.step} steps in {time.time() - t_start:.0f}s; validation {history['val_end']}; "
               f"model -> {self.run_dir / 'final'}")
         return history

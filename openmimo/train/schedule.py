@@ -38,3 +38,26 @@ def stage_at(tokens: int, stage_tokens: list[int]) -> int | None:
         if tokens < end:
             return i
     return None
+
+
+def lr_at_progress(progress: float, lr: float, kind: str = "constant", min_lr_ratio: float = 0.0,
+                   step: int = 0, warmup_steps: int = 0) -> float:
+    """A run's learning rate at ``progress`` in [0, 1] (RL: the share of its steps or of its time budget done).
+
+    ``kind``: constant, cosine (lr -> min_lr_ratio * lr along a half cosine) or linear (a straight line to the
+    same floor; "budgeted training" anneals to the budget this way).  The first ``warmup_steps`` steps scale the
+    result by (step + 1) / warmup_steps.
+    """
+    p = min(max(progress, 0.0), 1.0)
+    floor = lr * min_lr_ratio
+    if kind == "constant":
+        out = lr
+    elif kind == "cosine":
+        out = floor + 0.5 * (lr - floor) * (1 + math.cos(math.pi * p))
+    elif kind == "linear":
+        out = lr - (lr - floor) * p
+    else:
+        raise ValueError(f"lr schedule must be constant, cosine or linear, got {kind!r}")
+    if warmup_steps > 0 and step < warmup_steps:
+        out *= (step + 1) / warmup_steps
+    return out
