@@ -106,6 +106,29 @@ def test_lr_schedule_is_logged_per_step_and_budget_horizon_reads_elapsed_time(ck
         run.close()
 
 
+def test_mtp_layers_are_frozen_in_rl_and_resume_exactly(ckpt, tmp_path):
+    # RL's loss never reaches the MTP layers: they have no optimizer state, so they must be frozen, or a checkpoint
+    # cannot be loaded back (torch refuses a trainable parameter without saved optimizer state)
+    import shutil
+
+    from openmimo.model.mimo import build_model
+    from openmimo.tokenizer import load_tokenizer
+
+    src = build_model_from(ckpt)
+    cfg = src.config.__class__(**{**src.config.__dict__, "num_nextn_predict_layers": 1})
+    root = tmp_path / "mtp"
+    build_model(cfg, seed=0).save_pretrained(root / "base", tokenizer=load_tokenizer(ckpt / "base"))
+    shutil.copy(ckpt / "train.jsonl", root / "train.jsonl")
+    run, full = _train(_cfg(root, tmp_path / "m2", 2))
+    mtp = [p for n, p in run.model.named_parameters() if "mtp_layers" in n]
+    assert mtp and not any(p.requires_grad for p in mtp)
+    base_mtp = [p for n, p in build_model_from(root).named_parameters() if "mtp_layers" in n]
+    assert all(torch.equal(a, b) for a, b in zip(mtp, base_mtp))  # untouched
+    _train(_cfg(root, tmp_path / "m1", 1))
+    _, resumed = _train(_cfg(root, tmp_path / "m1", 2), resume=True)
+    assert torch.allclose(full, resumed, atol=1e-6)
+
+
 def test_ema_weights_follow_the_hand_recursion_are_exported_and_resume_exactly(ckpt, tmp_path):
     from openmimo.model.hf import load_model
 

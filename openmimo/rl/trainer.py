@@ -273,6 +273,9 @@ class RLRun:
         self.tok = load_tokenizer(t.model_path)
         dev = self.rt.device
         self.model = load_model(t.model_path, dtype=torch.float32, device=dev)
+        # RL's loss is the main model's next token only: the MTP layers (kept for speculative decoding) get no
+        # gradient, so they are frozen -- without optimizer state they could not be checkpointed and resumed
+        self.model.model.mtp_layers.requires_grad_(False)
         gen_model = load_model(t.model_path, dtype=self.rt.dtype if dev.type == "cuda" else torch.float32, device=dev)
         self.ref = copy.deepcopy(self.model).eval() if cfg.actor.kl_coef > 0 else None
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.actor.ema_decay > 0 else None
