@@ -15,7 +15,12 @@ def lr_at(tokens: int, lr: float, min_lr: float, warmup: int, constant: int, dec
     t -= constant
     if decay <= 0 or t >= decay:
         return min_lr if decay > 0 else lr
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t / decay))
+    return _cosine(t / decay, lr, min_lr)
+
+
+def _cosine(p: float, lr: float, floor: float) -> float:
+    """Half a cosine from lr (p = 0) down to floor (p = 1)."""
+    return floor + 0.5 * (lr - floor) * (1 + math.cos(math.pi * p))
 
 
 def batch_size_at(tokens: int, final: int, start: int, warmup_tokens: int, multiple: int = 1) -> int:
@@ -53,7 +58,7 @@ def lr_at_progress(progress: float, lr: float, kind: str = "constant", min_lr_ra
     if kind == "constant":
         out = lr
     elif kind == "cosine":
-        out = floor + 0.5 * (lr - floor) * (1 + math.cos(math.pi * p))
+        out = _cosine(p, lr, floor)
     elif kind == "linear":
         out = lr - (lr - floor) * p
     else:
