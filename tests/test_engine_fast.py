@@ -101,7 +101,11 @@ def test_greedy_graph_equals_sampling_graph(model, spec_k):
     mixed = Engine(model, max_slots=4, max_len=64, spec_k=spec_k)
     a = alone.generate(PROMPTS[:3], g)
     m = mixed.generate(PROMPTS[:3] + [PROMPTS[3]], [g, g, g, s])
-    assert flat(a) == flat(m[:3])
+    # A 3-row and a 4-row batch may take different CPU kernels (rounding in the 7th digit on AVX-512):
+    # tokens and finish reasons are equal, log-probs equal to float rounding.
+    for (t1, l1, s1, f1), (t2, l2, s2, f2) in zip(flat(a), flat(m[:3])):
+        assert (t1, s1, f1) == (t2, s2, f2)
+        assert torch.allclose(torch.tensor(l1), torch.tensor(l2), atol=1e-5)
     for p, cs in zip(PROMPTS[:3], a):
         assert cs[0].token_ids == generate_oracle(model, p, 12)[0]
         assert cs[0].sampling_logprobs == [0.0] * 12
