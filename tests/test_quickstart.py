@@ -1,20 +1,46 @@
-"""The quickstart's time budget: RL gets what pre-training leaves (hand-computed cases)."""
+"""The quickstart: fixed work end to end (a scaled-down run), its override routing and its plain warnings."""
 
-from openmimo.quickstart import BUDGET_S, FINAL_RESERVE_S, PRETRAIN_GUARD_S, rl_time_limit
+import json
 
-
-def test_rl_guard_is_the_configured_one_when_the_budget_allows():
-    assert rl_time_limit(570, budget_s=870, elapsed_s=200, reserve_s=75) == 570  # 595 left
-
-
-def test_rl_guard_shrinks_to_what_a_slow_pretraining_leaves():
-    assert rl_time_limit(570, budget_s=870, elapsed_s=400, reserve_s=75) == 395
-    assert rl_time_limit(0, budget_s=870, elapsed_s=400, reserve_s=75) == 395  # no configured guard
+from openmimo.config import load
+from openmimo.quickstart import CONFIGS, RL_READY_MATH, main, readiness_note, split_overrides
+from openmimo.rl.trainer import RLConfig
+from openmimo.train.config import PretrainConfig
 
 
-def test_rl_guard_keeps_a_floor_when_nothing_is_left():
-    assert rl_time_limit(570, budget_s=870, elapsed_s=900, reserve_s=75, floor_s=30) == 30
+def test_overrides_route_by_prefix():
+    assert split_overrides(["pretrain.optim.lr=1e-3", "actor.lr=1e-4", "pretrain.train.seed=3"]) == \
+        (["optim.lr=1e-3", "train.seed=3"], ["actor.lr=1e-4"])
 
 
-def test_the_budget_fits_the_15_minute_target_with_room_for_both_stages():
-    assert BUDGET_S <= 900 and PRETRAIN_GUARD_S + FINAL_RESERVE_S < BUDGET_S - 300
+def test_readiness_note_only_below_the_threshold():
+    assert readiness_note(RL_READY_MATH) is None and readiness_note(0.4) is None
+    note = readiness_note(0.073)
+    assert "7.3%" in note and "below" in note and "phase change" in note
+
+
+def test_the_presets_are_fixed_work():
+    """No time guard decides how much the main job learns: it is the same on a fast and a slow machine."""
+    assert load(PretrainConfig, CONFIGS / "tiny.yaml").train.time_limit_s == 0
+    rl = load(RLConfig, CONFIGS / "rl_tiny.yaml")
+    assert rl.train.time_limit_s == 0 and rl.train.steps > 0
+
+
+SMALL = ["pretrain.stages.0.tokens=8192", "pretrain.stages.1.tokens=4096", "pretrain.stages.2.tokens=4096",
+         "pretrain.optim.warmup_tokens=2048", "pretrain.optim.constant_tokens=4096", "pretrain.optim.decay_tokens=8192",
+         "pretrain.train.eval_problems=4", "pretrain.data.world_scale=0.05", "pretrain.train.ckpt_every=0",
+         "data.val_problems=4", "train.val_n=2", "rollout.batch_groups=2", "rollout.n=2", "gen.max_new_tokens=8",
+         "train.ckpt_every=0", "actor.ppo_mini_batch_size=2"]
+
+
+def test_quickstart_runs_its_fixed_work_and_reports(tmp_path, capsys):
+    out = tmp_path / "qs"
+    res = main(str(out), rl_steps=2, overrides=SMALL, seed=1)
+    saved = json.loads((out / "quickstart.json").read_text())
+    assert saved["rl_steps"] == res["rl_steps"] == 2 and saved["seed"] == 1
+    assert saved["pretrain_tokens"] >= 16384  # every token of the schedule, no time guard
+    assert 0.0 <= saved["pretrain_math_acc"] <= 1.0 and "math" in saved["before"] and "math" in saved["after"]
+    text = capsys.readouterr().out
+    assert "1/2 pre-training" in text and "2/2 RL: 2 GRPO steps" in text and "expected" in text
+    assert saved["below_rl_ready"] == (saved["pretrain_math_acc"] < RL_READY_MATH)
+    assert ("WARNING" in text) == saved["below_rl_ready"]

@@ -222,3 +222,26 @@ def test_cli_writes_world_and_rejects_bad_scale(tmp_path, capsys):
     assert cli_main(["make-world", str(tmp_path / "x"), "--scale", "0"]) == 2
     assert "scale" in capsys.readouterr().err
     assert not Path(tmp_path / "x" / "manifest.json").exists()
+
+
+def test_arithmetic_count_sets_level_one_training_problems_disjoint_from_eval():
+    w = world.generate(seed=2, scale=0.1, arithmetic=3000)
+    train = [r for r in w["files"]["math/train.jsonl"] if r["level"] == 1]
+    held = [r for s in ("val", "test") for r in w["files"][f"math/{s}.jsonl"] if r["level"] == 1]
+    assert len(train) == 3000 == len(w["files"]["text/arithmetic.train.jsonl"])
+    assert len({r["problem"] for r in train}) == 3000
+    assert not {r["problem"] for r in train} & {r["problem"] for r in held}
+    # the count is checked against the level's distinct problems less the held-out draws
+    cap = world.LEVEL1_SPACE - len(held)
+    assert world.generate(seed=2, scale=0.1, arithmetic=cap)["files"]["text/arithmetic.train.jsonl"]
+    for bad in (cap + 1, 5):
+        with pytest.raises(world.UsageError, match="--arithmetic must be between 20 and"):
+            world.generate(seed=2, scale=0.1, arithmetic=bad)
+
+
+def test_level_one_space_counts_the_generator_distinct_problems():
+    import random
+
+    r = random.Random(0)
+    keys = {world.world_math.level1(r)[0] for _ in range(400000)}
+    assert len(keys) == world.LEVEL1_SPACE

@@ -43,6 +43,9 @@ from openmimo.tokenizer import format_chat
 NGRAM = 16
 # problems per level at scale 1.0 (train is scaled; val/test are scaled with a floor)
 MATH_TRAIN = {1: 7000, 2: 5000, 3: 1500, 4: 1000}
+# level 1 has about 15.2k distinct problems (10k sums, 5k differences, 144 products); the share of them seen in
+# training decides how soon a tiny model generalises to the held-out ones (docs/tiny_tuning.md)
+LEVEL1_SPACE = 100 * 100 + 100 * 101 // 2 + 18 * 8
 MATH_VAL, MATH_TEST = 50, 125
 CODE_TEST_FAMILIES, CODE_VAL_FAMILIES = 5, 3
 WEB_TRAIN, WEB_VAL = 1500, 100
@@ -103,10 +106,20 @@ def _reasoning_record(rec: dict, kind: str, rng: random.Random, idx: str) -> dic
     return {"id": idx, "kind": kind, "messages": messages, "text": format_chat(messages)}
 
 
-def generate(seed: int = 0, scale: float = 1.0) -> dict:
-    """The whole world in memory: ``{"files": {relative path: [records]}, "dropped": {...}}``."""
+def generate(seed: int = 0, scale: float = 1.0, arithmetic: int | None = None) -> dict:
+    """The whole world in memory: ``{"files": {relative path: [records]}, "dropped": {...}}``.
+
+    ``arithmetic``: level-1 training problems (default ``MATH_TRAIN[1]`` x scale), at most what the level's
+    problem space leaves after the val/test draws."""
     if not scale > 0:
         raise UsageError(f"--scale must be positive, got {scale}")
+    train_counts = {lv: _n(base, scale, 20) for lv, base in MATH_TRAIN.items()}
+    if arithmetic is not None:
+        cap = LEVEL1_SPACE - _n(MATH_TEST, scale, 10) - _n(MATH_VAL, scale, 5)
+        if not 20 <= arithmetic <= cap:
+            raise UsageError(f"--arithmetic must be between 20 and {cap} (level 1's distinct problems less val/test), "
+                             f"got {arithmetic}")
+        train_counts[1] = arithmetic
     files: dict[str, list[dict]] = {}
     rng = lambda name: random.Random(f"openmimo-world:{seed}:{name}")  # noqa: E731  (str seeds are stable)
 
@@ -137,10 +150,10 @@ def generate(seed: int = 0, scale: float = 1.0) -> dict:
     dec = _Decontaminator(math_split["val"] + math_split["test"] + code_split["val"] + code_split["test"])
 
     # -- training math: unique problems, not seen in val/test, decontaminated ------------------
-    for level, base in MATH_TRAIN.items():
+    for level, count in train_counts.items():
         r, seen = draws[level]
-        count, attempts = _n(base, scale, 20), 0
-        while count and attempts < 50 * base:
+        attempts = 0
+        while count and attempts < 50 * MATH_TRAIN[level] + 200 * count:
             attempts += 1
             item = gen_item = world_math.LEVELS[level](r)
             if gen_item[0] in seen:
@@ -233,16 +246,16 @@ def _write_jsonl(path: Path, records: list[dict]) -> int:
     return path.stat().st_size
 
 
-def make_world(out_dir: str | os.PathLike, seed: int = 0, scale: float = 1.0) -> dict:
+def make_world(out_dir: str | os.PathLike, seed: int = 0, scale: float = 1.0, arithmetic: int | None = None) -> dict:
     """Write the world to ``out_dir`` (layout in the module docstring); returns the manifest dict."""
     out = Path(out_dir)
-    world = generate(seed, scale)
+    world = generate(seed, scale, arithmetic)
     counts, sizes = {}, {}
     for rel, records in sorted(world["files"].items()):
         sizes[rel] = _write_jsonl(out / rel, records)
         counts[rel] = len(records)
     manifest = {
-        "seed": seed, "scale": scale, "ngram": NGRAM, "counts": counts, "bytes": sizes,
+        "seed": seed, "scale": scale, "arithmetic": arithmetic, "ngram": NGRAM, "counts": counts, "bytes": sizes,
         "train_text_bytes": sum(v for k, v in sizes.items() if k.startswith("text/") and ".train." in k),
         "decontamination_dropped": world["dropped"],
         "code_families": {s: sorted({c["family"] for c in world["files"][f"code/{s}.jsonl"]}) for s in ("train", "val", "test")},
@@ -257,10 +270,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("out_dir", help="folder to write the world into (created if missing)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives byte-identical files")
     parser.add_argument("--scale", type=float, default=1.0, help="size multiplier (1.0 is about 6 MB of training text)")
+    parser.add_argument("--arithmetic", type=int, default=None,
+                        help=f"level-1 training problems (default {MATH_TRAIN[1]} x scale)")
 
 
 def run(args) -> int:
-    m = make_world(args.out_dir, seed=args.seed, scale=args.scale)
+    m = make_world(args.out_dir, seed=args.seed, scale=args.scale, arithmetic=args.arithmetic)
     print(f"wrote {sum(m['counts'].values())} records ({m['train_text_bytes'] / 1e6:.1f} MB training text) to {args.out_dir}")
     for rel, c in m["counts"].items():
         print(f"  {rel:32s} {c:6d} records {m['bytes'][rel] / 1e6:7.2f} MB")

@@ -441,7 +441,8 @@ class RLRun:
             history["val_start"] = self.validate()
             self.metrics.log({"val": history["val_start"]}, step=0)
             print(f"[rl] step 0 validation: {history['val_start']}")
-        last_ckpt = self.step
+        last_ckpt = step0 = self.step
+        self.metrics.start_clock()
         while self.step < t.steps:
             self.elapsed_s = elapsed0 + time.time() - t_start
             if t.time_limit_s and self.elapsed_s > t.time_limit_s:
@@ -464,7 +465,7 @@ class RLRun:
             self.step += 1
             self.elapsed_s = elapsed0 + time.time() - t_start
             rec["loss"] = rec.get("actor/pg_loss", 0.0)
-            self.metrics.log(rec, step=self.step)
+            self.metrics.log(rec, step=self.step, progress=(self.step - step0) / max(t.steps - step0, 1))
             if t.val_every and self.step % t.val_every == 0 and self.step < t.steps:
                 self.metrics.log({"val": self.validate()}, step=self.step)
             if t.ckpt_every and self.step % t.ckpt_every == 0:
@@ -472,6 +473,7 @@ class RLRun:
                 last_ckpt = self.step
         if self.step != last_ckpt:
             self.save()
+        history["steps"] = self.step
         history["val_end"] = self.validate()
         self.metrics.log({"val_final": history["val_end"]}, step=self.step)
         (self.ema if self.ema is not None else self.model).save_pretrained(self.run_dir / "final", tokenizer=self.tok)

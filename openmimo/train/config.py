@@ -78,6 +78,7 @@ class DataConfig:
     sources: dict[str, str] = field(default_factory=dict)  # source name -> token-shard folder
     world: bool = True  # build the embedded tiny world (+ tokenizer + shards) into the run folder when missing
     world_scale: float = 1.0  # size multiplier of the embedded world
+    world_arithmetic: int = 0  # level-1 training problems of the world (0 = the world's default x world_scale)
     tokenizer: str = ""  # tokenizer folder; "" = train a byte-level BPE on the world (tiny default)
     tokenizer_vocab: int = 2048  # vocabulary size when training the tokenizer
 

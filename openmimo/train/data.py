@@ -26,7 +26,7 @@ def _prepare_world(cfg, data_dir: Path) -> None:
     from openmimo.tokenizer import train_tokenizer
 
     world = data_dir / "world"
-    make_world(world, seed=cfg.train.seed, scale=cfg.data.world_scale)
+    make_world(world, seed=cfg.train.seed, scale=cfg.data.world_scale, arithmetic=cfg.data.world_arithmetic or None)
     texts = []
     for src in _TOKENIZER_SOURCES:
         texts.extend(r["text"] for r in read_jsonl(world / "text" / f"{src}.train.jsonl"))

@@ -104,6 +104,8 @@ def main(cfg: PretrainConfig, resume: bool = False) -> dict:
     total_tokens = sum(stage_tokens)
     n_mtp = cfg.model.num_nextn_predict_layers
     t_start = time.time()
+    start_tokens = tokens  # the ETA counts this process's work (a resumed run starts part-way)
+    metrics.start_clock()
     peak = cfg.train.peak_tflops * 1e12 if cfg.train.peak_tflops else (989e12 if rt.device.type == "cuda" else 0.0)
     last_ckpt_step = step
 
@@ -149,7 +151,7 @@ def main(cfg: PretrainConfig, resume: bool = False) -> dict:
                 rec[f"mtp{k}_loss"] = stats[f"mtp{k}_loss_sum"] / max(stats[f"n_mtp{k}"], 1)
             if peak:
                 rec["mfu"] = tps * flops_per_token(cfg.model, stage.seq_len) / (peak * rt.world_size)
-            metrics.log(rec, step=step)
+            metrics.log(rec, step=step, progress=(tokens - start_tokens) / max(total_tokens - start_tokens, 1))
         if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0:
             checkpoint()
         if cfg.train.eval_every and step % cfg.train.eval_every == 0:  # every rank: FSDP forwards are collective
