@@ -70,17 +70,52 @@ def save_checkpoint(run_dir, step: int, model, optimizer, extra: dict, keep: int
             shutil.rmtree(tmp)
         tmp.mkdir()
     _barrier()
-    torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
+    _save_synced(rng_state(), tmp / f"rng_rank{rank}.pt")
     _barrier()
     if rank == 0:
-        torch.save({"model": model_sd, "optimizer": optim_sd, "step": step, **extra}, tmp / "state.pt")
+        _save_synced({"model": model_sd, "optimizer": optim_sd, "step": step, **extra}, tmp / "state.pt")
+        _fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _fsync_dir(root)
         for old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     _barrier()
     return final
+
+
+def _save_synced(obj, path: Path) -> None:
+    """torch.save, then fsync: the rename that publishes a checkpoint must never overtake its bytes."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_latest_checkpoint(run_dir: str | Path, model, optimizer) -> tuple[Path, dict] | None:
+    """Restore the newest checkpoint that loads; an unreadable one (truncated, corrupt) is skipped with a
+    warning naming it, and the previous complete one is used.  None when the folder has none that loads."""
+    import warnings
+
+    ckpts = list_checkpoints(run_dir)
+    for i, path in enumerate(reversed(ckpts)):
+        try:
+            return path, load_checkpoint(path, model, optimizer)
+        except Exception as e:  # noqa: BLE001 - any failure to read a checkpoint means: try the one before
+            older = ckpts[-2 - i].name if i + 1 < len(ckpts) else None
+            warnings.warn(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
+                          + (f"falling back to {older}" if older else "no older checkpoint is left"),
+                          RuntimeWarning, stacklevel=2)
+    return None
 
 
 def load_checkpoint(path: str | Path, model, optimizer) -> dict:

@@ -37,6 +37,8 @@ def config_args(parser: argparse.ArgumentParser, resume: bool = True) -> None:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4 train.steps=10")
     if resume:
         parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in the run folder")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="start fresh in a run folder that holds another run's checkpoints (they are removed)")
 
 
 def load_stage_config(cls, args):

@@ -49,14 +49,15 @@ def readiness_note(math_acc: float, threshold: float = RL_READY_MATH) -> str | N
             f"will add little. The result depends on the seed and on the CPU's kernels; see docs/tiny_tuning.md.")
 
 
-def main(out_dir: str = "runs/quickstart", rl_steps: int | None = None, overrides=(), seed: int = 0) -> dict:
+def main(out_dir: str = "runs/quickstart", rl_steps: int | None = None, overrides=(), seed: int = 0,
+         overwrite: bool = False) -> dict:
     out = Path(out_dir)
     pre_ov, rl_ov = split_overrides(overrides)
     t0 = time.time()
     pcfg = load(PretrainConfig, CONFIGS / "tiny.yaml",
                 [f"train.out_dir={out / 'pretrain'}", f"train.seed={seed}", "train.time_limit_s=0", *pre_ov])
     print(f"[quickstart] 1/2 pre-training: {sum(s.tokens for s in pcfg.stages):,} tokens, seed {seed}", flush=True)
-    pre = pretrain_main(pcfg)
+    pre = pretrain_main(pcfg, overwrite=overwrite)
     t_pre = time.time() - t0
     pre_acc = pre["eval"]["math_acc"]
     note = readiness_note(pre_acc)
@@ -71,7 +72,7 @@ def main(out_dir: str = "runs/quickstart", rl_steps: int | None = None, override
     rcfg = load(RLConfig, CONFIGS / "rl_tiny.yaml", ov + rl_ov)
     print(f"[quickstart] pre-training took {t_pre:.0f} s (held-out greedy math {100 * pre_acc:.1f}%); "
           f"2/2 RL: {rcfg.train.steps} GRPO steps", flush=True)
-    hist = rl_main(rcfg)
+    hist = rl_main(rcfg, overwrite=overwrite)
     wall = time.time() - t0
     before, after = hist.get("val_start", {}), hist.get("val_end", {})
     k = rcfg.train.val_n
@@ -99,9 +100,10 @@ def add_arguments(parser):
     parser.add_argument("--out-dir", default="runs/quickstart", help="run folder (pretrain/ and rl/ inside)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the world, both models' init, data order, sampling")
     parser.add_argument("--rl-steps", type=int, default=None, help="GRPO steps (default: configs/rl_tiny.yaml)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier quickstart in --out-dir")
     parser.add_argument("overrides", nargs="*",
                         help="config overrides: pretrain.KEY=VALUE for pre-training, KEY=VALUE for RL (actor.lr=1e-4)")
 
 
 def run(args):
-    main(args.out_dir, args.rl_steps, args.overrides, args.seed)
+    main(args.out_dir, args.rl_steps, args.overrides, args.seed, args.overwrite)

@@ -255,20 +255,23 @@ def _logprobs(model, mb: dict) -> torch.Tensor:
 class RLRun:
     """The Python API: ``RLRun(cfg).train()``; also ``validate()``.  Owns model, engine, pool, sampler."""
 
-    def __init__(self, cfg: RLConfig, resume: bool = False):
+    def __init__(self, cfg: RLConfig, resume: bool = False, overwrite: bool = False):
         from openmimo.infer.engine import Engine, SamplingParams
         from openmimo.model.hf import load_model
         from openmimo.rewards.pool import RewardPool
         from openmimo.rl.backends import EngineBackend, PoolRewards
         from openmimo.rl.rollout import SeamlessRollout
         from openmimo.rl.sampler import ProblemSampler
-        from openmimo.runtime import init_runtime, run_folder, seed_everything
+        from openmimo.config import to_dict
+        from openmimo.runs import open_run_folder
+        from openmimo.runtime import init_runtime, seed_everything
         from openmimo.tokenizer import load_tokenizer
         from openmimo.train.loop import Trainer, build_optimizer
 
         self.cfg, t = cfg, cfg.train
         self.rt = init_runtime(t.device, t.dtype)
-        self.run_dir = run_folder(t.out_dir)
+        self.run_dir = open_run_folder(t.out_dir, to_dict(cfg), resume=resume, overwrite=overwrite,
+                                       compatible_keys=("train.model_path", "data"), stage="rl")
         seed_everything(t.seed)
         self.tok = load_tokenizer(t.model_path)
         dev = self.rt.device
@@ -317,12 +320,12 @@ class RLRun:
             (self.run_dir / "metrics.jsonl").unlink()
 
     def _resume(self) -> None:
-        from openmimo.checkpoint import latest_checkpoint, load_checkpoint
+        from openmimo.checkpoint import load_latest_checkpoint
 
-        ckpt = latest_checkpoint(self.run_dir)
-        if ckpt is None:
+        loaded = load_latest_checkpoint(self.run_dir, self.model, self.optimizer)
+        if loaded is None:
             return
-        state = load_checkpoint(ckpt, self.model, self.optimizer)
+        ckpt, state = loaded
         self.step = state["step"]
         self.sampler.load_state_dict(state["sampler"])
         self.rollout.load_state_dict(state["rollout"])
@@ -486,8 +489,8 @@ class RLRun:
         self.metrics.close()
 
 
-def main(cfg: RLConfig, resume: bool = False) -> dict:
-    run = RLRun(cfg, resume=resume)
+def main(cfg: RLConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    run = RLRun(cfg, resume=resume, overwrite=overwrite)
     try:
         return run.train()
     finally:
@@ -503,4 +506,4 @@ def add_arguments(parser):
 def run(args):
     from openmimo.cli import load_stage_config
 
-    main(load_stage_config(RLConfig, args), resume=args.resume)
+    main(load_stage_config(RLConfig, args), resume=args.resume, overwrite=args.overwrite)

@@ -61,19 +61,21 @@ def flops_per_token(model_cfg, seq_len: int) -> float:
     return 6.0 * n + 12.0 * layers * model_cfg.num_attention_heads * model_cfg.head_size * seq_len
 
 
-def main(cfg: PretrainConfig, resume: bool = False) -> dict:
-    from openmimo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+def main(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    from openmimo.checkpoint import load_latest_checkpoint, save_checkpoint
     from openmimo.config import dump, to_dict
     from openmimo.metrics import Metrics
     from openmimo.model.mimo import set_attention_backend
     from openmimo.model.parallel import build_parallel_model
-    from openmimo.runtime import init_runtime, run_folder, seed_everything
+    from openmimo.runs import open_run_folder
+    from openmimo.runtime import init_runtime, seed_everything
     from openmimo.train.data import build_loader, prepare_data
     from openmimo.train.evaluate import evaluate_pretrained
     from openmimo.train.loop import Trainer, build_optimizer
 
     rt = init_runtime(cfg.train.device, cfg.train.dtype)
-    run_dir = run_folder(cfg.train.out_dir)
+    run_dir = open_run_folder(cfg.train.out_dir, to_dict(cfg), resume=resume, overwrite=overwrite,
+                              compatible_keys=("model", "data"), stage="pretrain", write=rt.is_main)
     seed_everything(cfg.train.seed)
     tokenizer, sources, eval_data = prepare_data(cfg, run_dir, rt)
     cfg.model.vocab_size = max(cfg.model.vocab_size, tokenizer.vocab_size) if cfg.data.tokenizer else tokenizer.vocab_size
@@ -89,9 +91,9 @@ def main(cfg: PretrainConfig, resume: bool = False) -> dict:
     loader = build_loader(cfg, sources, rt)
     step, tokens = 0, 0
     metrics = Metrics(run_dir, enabled=rt.is_main, desc="pretrain")
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model, optimizer)
+    loaded = load_latest_checkpoint(run_dir, model, optimizer) if resume else None
+    if loaded is not None:
+        ckpt, state = loaded
         step, tokens = state["step"], state["tokens"]
         loader.load_state_dict(state["loader"])
         metrics.truncate_after(step)
@@ -184,4 +186,4 @@ def add_arguments(parser):
 def run(args):
     from openmimo.cli import load_stage_config
 
-    main(load_stage_config(PretrainConfig, args), resume=args.resume)
+    main(load_stage_config(PretrainConfig, args), resume=args.resume, overwrite=args.overwrite)
