@@ -31,10 +31,12 @@ class UsageError(Exception):
     """A bad command line; reported on stderr with exit code 2."""
 
 
-def config_args(parser: argparse.ArgumentParser, resume: bool = True) -> None:
-    """Add the common ``CONFIG [key=value ...] [--resume]`` arguments."""
+def config_args(parser: argparse.ArgumentParser, resume: bool = True, example: str = "") -> None:
+    """Add the common ``CONFIG [key=value ...] [--resume]`` arguments.  ``example``: overrides that this stage's
+    config accepts, shown in ``--help`` (and loaded by a test, so the help never shows a refused key)."""
     parser.add_argument("config", nargs="?", help="YAML preset (e.g. configs/tiny.yaml); omit for the built-in defaults")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4 train.steps=10")
+    parser.add_argument("overrides", nargs="*", help=f"dotted overrides, e.g. {example}" if example else "dotted overrides")
+    parser.set_defaults(config_example=example)
     if resume:
         parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in the run folder")
         parser.add_argument("--overwrite", action="store_true",

@@ -130,7 +130,7 @@ def main(cfg: SmokeConfig) -> dict:
 def add_arguments(parser):
     from openmimo.cli import config_args
 
-    config_args(parser, resume=False)
+    config_args(parser, resume=False, example="steps=20 lr=1e-3")
 
 
 def run(args):

@@ -159,3 +159,20 @@ def test_options_may_sit_between_config_and_overrides(monkeypatch):
     assert main(["pretrain", "configs/tiny.yaml", "--resume", "train.time_limit_s=300", "optim.lr=1e-4"]) == 0
     assert seen["config"] == "configs/tiny.yaml" and seen["resume"] is True
     assert seen["overrides"] == ["train.time_limit_s=300", "optim.lr=1e-4"]
+
+
+@pytest.mark.parametrize("stage, cls_path", [
+    ("pretrain", "openmimo.train.config:PretrainConfig"), ("rl", "openmimo.rl.trainer:RLConfig"),
+    ("smoke", "openmimo.smoke:SmokeConfig"), ("mtp-extend", "openmimo.train.mtp_extend:MTPExtendConfig")])
+def test_every_help_example_is_accepted_by_its_stage(stage, cls_path):
+    import argparse
+    import importlib
+
+    from openmimo.cli import STAGES
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(STAGES[stage][0]).add_arguments(parser)
+    example = parser.parse_args([]).config_example
+    assert example and example in parser.format_help().replace("\n", " ").replace("  ", " ")
+    mod, name = cls_path.split(":")
+    load(getattr(importlib.import_module(mod), name), None, example.split())  # raises on a refused key

@@ -500,7 +500,7 @@ def main(cfg: RLConfig, resume: bool = False, overwrite: bool = False) -> dict:
 def add_arguments(parser):
     from openmimo.cli import config_args
 
-    config_args(parser, resume=True)
+    config_args(parser, resume=True, example="train.model_path=runs/tiny/final actor.lr=1e-4 train.steps=10")
 
 
 def run(args):

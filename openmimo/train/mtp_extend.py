@@ -171,7 +171,7 @@ def main(cfg: MTPExtendConfig) -> dict:
 def add_arguments(parser):
     from openmimo.cli import config_args
 
-    config_args(parser, resume=False)
+    config_args(parser, resume=False, example="num_mtp_layers=3 train.max_steps=10")
 
 
 def run(args):

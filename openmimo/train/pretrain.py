@@ -180,7 +180,7 @@ def main(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> 
 def add_arguments(parser):
     from openmimo.cli import config_args
 
-    config_args(parser, resume=True)
+    config_args(parser, resume=True, example="optim.lr=3e-4 train.max_steps=10")
 
 
 def run(args):
