@@ -173,6 +173,6 @@ def test_every_help_example_is_accepted_by_its_stage(stage, cls_path):
     parser = argparse.ArgumentParser()
     importlib.import_module(STAGES[stage][0]).add_arguments(parser)
     example = parser.parse_args([]).config_example
-    assert example and example in parser.format_help().replace("\n", " ").replace("  ", " ")
+    assert example and example in " ".join(parser.format_help().split())
     mod, name = cls_path.split(":")
     load(getattr(importlib.import_module(mod), name), None, example.split())  # raises on a refused key
