@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from openmimo.rewards import isolation
-from openmimo.rewards._zygote import stdout_matches, value_matches
+from openmimo.rewards.compare import stdout_matches, value_matches
 from openmimo.rewards.isolation import IsolationUnavailable, resolve_backend
-from openmimo.rewards.sandbox import Judge, Limits
+from openmimo.rewards.sandbox import Judge, Limits, _verdict
 
 BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
 CLI = [sys.executable, "-c", "import sys; from openmimo.cli import main; sys.exit(main(sys.argv[1:]))"]
@@ -207,3 +207,84 @@ def test_unprivileged_user_namespace_mode(tmp_path):
         pytest.skip("the checkout is not readable by nobody")
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["bwrap", "passed", "passed", "time_limit", "unshare", "passed", "passed", "time_limit"]
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"workers": -1}, "workers"), ({"workers": 0}, "workers"), ({"workers": True}, "workers"), ({"workers": 1.5}, "workers"),
+    ({"chunk_size": 0}, "chunk_size"), ({"tmp_mb": -5}, "tmp_mb"), ({"cache_size": -1}, "cache_size"),
+    ({"limits": Limits(time_s=float("nan"))}, "time_s"), ({"limits": Limits(time_s=float("inf"))}, "time_s"),
+    ({"limits": Limits(wall_extra_s=-1.0)}, "wall_extra_s"), ({"limits": Limits(nproc=0)}, "nproc"),
+    ({"limits": Limits(memory_mb=512.5)}, "memory_mb"),
+])
+def test_bad_numbers_are_value_errors(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        Judge(backend="none", allow_unsafe=True, **kwargs)
+
+
+def test_bad_tol_and_per_call_limits_are_value_errors(judge):
+    with pytest.raises(ValueError, match="tol"):
+        judge.submit(ADD, [{"input": "1 2", "output": "3"}], tol=-1.0)
+    with pytest.raises(ValueError, match="time_s"):
+        judge.submit(ADD, [{"input": "1 2", "output": "3"}], limits=Limits(time_s=-1.0))
+
+
+@pytest.mark.parametrize("flags, name", [(["--workers", "-1"], "--workers"), (["--workers", "0"], "--workers"),
+                                         (["--time", "-1"], "--time"), (["--time", "nan"], "--time"),
+                                         (["--memory", "0"], "--memory"), (["--tol", "-1"], "--tol")])
+def test_cli_bad_numbers_are_usage_errors(tmp_path, flags, name):
+    code = tmp_path / "add.py"
+    code.write_text(ADD)
+    tests = tmp_path / "tests.json"
+    tests.write_text(json.dumps([{"input": "1 2\n", "output": "3\n"}]))
+    r = subprocess.run(CLI + ["judge", "--code", str(code), "--tests", str(tests)] + flags,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1 and name in r.stderr, r.stderr
+
+
+RAW = {"time": 0.01, "wall": 0.02, "memory_kb": 9000, "exit_code": 0, "detail": ""}
+
+
+@pytest.mark.parametrize("raw, test, status", [
+    (dict(RAW, status="exited", stdout="3\n"), {"input": "1 2", "output": "3"}, "passed"),
+    (dict(RAW, status="exited", stdout="4\n"), {"input": "1 2", "output": "3"}, "wrong_answer"),
+    (dict(RAW, status="exited", result='{"value": 3}'), {"fn": "f", "args": [], "expected": 3}, "passed"),
+    (dict(RAW, status="exited", result='{"value": 4}'), {"fn": "f", "args": [], "expected": 3}, "wrong_answer"),
+    (dict(RAW, status="exited", result='{"repr": "<object>"}'), {"fn": "f", "args": [], "expected": 3}, "wrong_answer"),
+    (dict(RAW, status="exited", result=""), {"fn": "f", "args": [], "expected": 3}, "runtime_error"),  # exit 0, no value
+    (dict(RAW, status="exited", result="[" * 100000), {"fn": "f", "args": [], "expected": 3}, "runtime_error"),
+    (dict(RAW, status="exited", result='{"value": 3}{"value": 3}'), {"fn": "f", "args": [], "expected": 3}, "runtime_error"),
+    (dict(RAW, status="exited", result='{"checked": true}'), {"input": "", "check": "assert 1"}, "passed"),
+    (dict(RAW, status="exited", result=""), {"input": "", "check": "assert 1"}, "runtime_error"),  # exit 0 before the check ended
+    (dict(RAW, status="exited", result='{"checked": true}{"checked": true}'), {"input": "", "check": "assert 1"}, "runtime_error"),
+    (dict(RAW, status="time_limit", detail="cpu time"), {"input": "", "output": ""}, "time_limit"),
+    (dict(RAW, status="passed"), {"input": "", "output": ""}, "runtime_error"),  # the sandbox never says "passed"
+    ("garbage", {"input": "", "output": ""}, "runtime_error"),
+])
+def test_verdict_from_raw_outcome(raw, test, status):
+    v = _verdict(raw, test, None)
+    assert v.status == status, v
+
+
+def test_requests_carry_no_expected_values(judge, monkeypatch):
+    """The sandbox receives inputs, function names and arguments, and each check code alone -- never an expected value."""
+    seen = []
+    real = isolation.SandboxProcess.request
+
+    def spy(self, req, timeout):
+        seen.append(json.loads(json.dumps(req)))
+        return real(self, req, timeout)
+
+    monkeypatch.setattr(isolation.SandboxProcess, "request", spy)
+    code = "def sq(x):\n    return x * x\nif __name__ == '__main__':\n    print(sq(int(input())))\n"
+    tests = [{"input": f"{i}\n", "output": f"{i * i}-SECRET-OUT\n"} for i in range(5)] + \
+            [{"fn": "sq", "args": [i], "expected": f"{i}-SECRET-VAL"} for i in range(5)] + \
+            [{"input": "0\n", "check": f"assert sq({i}) == {i * i}  # CHECK-{i}"} for i in range(5)]
+    v = judge.run(code + "# spy\n", tests)
+    assert [x.status for x in v] == ["wrong_answer"] * 10 + ["passed"] * 5
+    assert seen and not any("SECRET" in json.dumps(r) for r in seen)
+    for r in seen:
+        checks = [t for t in r["tests"] if "check" in t]
+        assert not checks or len(r["tests"]) == 1  # a check travels alone
+        assert all(set(t) <= {"input", "fn", "args", "check"} for t in r["tests"])
+    assert sorted(t["check"][-7:] for r in seen for t in r["tests"] if "check" in t) == [f"CHECK-{i}" for i in range(5)]

@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ def hostile_programs(canary: Path, port: int, marker: str, udp_port: int) -> lis
          {"passed"}, OK),
         ("daemon_outlives", "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
          f"        time.sleep(30)\n        open({str(canary)!r}, 'w').write('late')\n    os._exit(0)\n"
-         "print('blocked')\n", {"passed"}, OK),
+         "print('blocked')\n", {"passed", "runtime_error"}, OK),
         ("gigabyte_output", "import sys\nwhile True:\n    sys.stdout.write('x' * 10**6)\n", {"output_limit"}, OK),
         ("gigabyte_file", "f = open('big', 'w')\nwhile True:\n    f.write('x' * 10**6)\n", {"output_limit", "runtime_error"}, OK),
         ("kill_parent", _guard("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"), {"passed"}, OK),
@@ -87,7 +88,7 @@ def hostile_programs(canary: Path, port: int, marker: str, udp_port: int) -> lis
          "print('blocked' if rc != 0 else 'escaped')\n", {"passed"}, OK),
         ("subprocess_cat", "import subprocess\n"
          f"r = subprocess.run(['cat', {str(ROOT / 'pyproject.toml')!r}], capture_output=True)\n"
-         "print('blocked' if r.returncode != 0 else 'escaped')\n", {"passed"}, OK),
+         "print('blocked' if r.returncode != 0 else 'escaped')\n", {"passed", "runtime_error"}, OK),
         ("segfault", "import ctypes\nctypes.string_at(0)\n", {"runtime_error"}, OK),
         ("deep_recursion", "import sys\nsys.setrecursionlimit(10**7)\ndef f(n): return f(n + 1)\nf(0)\n",
          {"runtime_error", "memory_limit", "time_limit"}, OK),
@@ -184,3 +185,145 @@ def test_time_limit_is_cpu_time_not_wall(judge):
     v = judge.run(code, [{"input": "", "output": "ok\n"}])
     assert v[0].status == "passed", v
     assert v[0].time < 0.5 and v[0].wall >= 0.6
+
+
+# -- programs that try to pass without solving: read the expected values, fake a clean exit, hide work in children --
+FIND = '''
+import gc, re, sys
+PAT = re.compile("".join(["SEC", "RET-", "[0-9a-f]{32}"]))
+def hits_in(obj, seen, out, depth=0):
+    if id(obj) in seen or depth > 6:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, str):
+        out.extend(PAT.findall(obj))
+    elif isinstance(obj, bytes):
+        out.extend(m.decode() for m in re.findall(PAT.pattern.encode(), obj))
+    elif isinstance(obj, dict):
+        for k, v in list(obj.items()):
+            hits_in(k, seen, out, depth + 1)
+            hits_in(v, seen, out, depth + 1)
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for v in list(obj):
+            hits_in(v, seen, out, depth + 1)
+def frame_walk():
+    out, seen, f = [], set(), sys._getframe()
+    while f is not None:
+        for name, v in list(f.f_locals.items()):
+            if isinstance(v, dict) and isinstance(v.get("output" if name == "test" else "expected"), str):
+                out.append(v.get("output") or v.get("expected"))
+            hits_in(v, seen, out)
+        hits_in(f.f_globals, seen, out)
+        f = f.f_back
+    return out
+def gc_scan():
+    out, seen = [], set()
+    for o in gc.get_objects():
+        if isinstance(o, dict) and ("expected" in o or "output" in o):
+            hits_in(o, seen, out)
+        elif isinstance(o, (dict, list, tuple)):
+            hits_in(o, seen, out)
+    return out
+def mem_scan():
+    out, pat = [], re.compile("".join(["SEC", "RET-", "[0-9a-f]{32}"]).encode())
+    with open("/proc/self/maps") as m, open("/proc/self/mem", "rb", buffering=0) as mem:
+        for line in m:
+            addr, perms = line.split()[:2]
+            if perms[0] != "r" or "[vvar" in line or "[vsyscall" in line:
+                continue
+            lo, hi = (int(x, 16) for x in addr.split("-"))
+            pos = lo
+            while pos < hi:
+                try:
+                    mem.seek(pos)
+                    chunk = mem.read(min(1 << 20, hi - pos) + 40)
+                except (OSError, ValueError, OverflowError):
+                    break
+                out.extend(h.decode() for h in pat.findall(chunk or b""))
+                pos += 1 << 20
+    return out
+def ctypes_scan():
+    import ctypes
+    out, pat = [], re.compile("".join(["SEC", "RET-", "[0-9a-f]{32}"]).encode())
+    with open("/proc/self/maps") as m:
+        lines = m.read().splitlines()
+    for line in lines:
+        parts = line.split()
+        if not parts[1].startswith("rw") or (len(parts) > 5 and parts[5] not in ("[heap]", "[stack]")):
+            continue
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        out.extend(h.decode() for h in pat.findall(ctypes.string_at(lo, hi - lo)))
+    return out
+'''
+
+
+def cheating_programs(secrets: list[str]) -> list[tuple[str, str, list[dict], set]]:
+    """(name, code, tests, accepted verdicts): each program would pass every test if its trick worked."""
+    stdin = [{"input": f"{i}\n", "output": s + "\n"} for i, s in enumerate(secrets)]
+    call = [{"fn": "solve", "args": [i], "expected": s} for i, s in enumerate(secrets)]
+    check = [{"check": f"assert solve({i}) == {s!r}"} for i, s in enumerate(secrets)]
+    wrong = {"wrong_answer", "runtime_error"}
+    exit_kinds = {"sys_exit_0": "import sys\nsys.exit(0)", "raise_systemexit": "raise SystemExit",
+                  "systemexit_0": "raise SystemExit(0)", "os_exit_0": "import os\nos._exit(0)",
+                  "exit_builtin": "exit()", "kill_self_clean": "import os, sys\nsys.stdout.flush()\nos._exit(0)"}
+    cases = []
+    for how in ("frame_walk", "gc_scan", "mem_scan", "ctypes_scan"):
+        cases += [
+            (f"{how}_stdin", FIND + f"hits = {how}()\nprint(hits[0] if hits else 'nothing found')\n", stdin, wrong),
+            (f"{how}_stdin_all", FIND + f"print(' '.join(sorted(set({how}()))) or 'nothing found')\n", stdin, wrong),
+            (f"{how}_call", FIND + f"def solve(i):\n    hits = {how}()\n    return hits[0] if hits else None\n", call, wrong),
+            (f"{how}_call_all", FIND + f"def solve(i):\n    return sorted(set({how}()))\n", call, wrong),
+        ]
+    for name, body in exit_kinds.items():
+        cases.append((f"{name}_top_level_check", body + "\n", check, {"runtime_error"}))
+        inner = "\n".join("    " + ln for ln in body.splitlines())
+        cases.append((f"{name}_in_function_check", f"def solve(i):\n{inner}\n", check, {"runtime_error"}))
+        cases.append((f"{name}_in_function_call", f"def solve(i):\n{inner}\n", call, {"runtime_error"}))
+    cases += [
+        ("exit_in_thread_check", "import os, threading, time\ndef solve(i):\n    threading.Thread(target=os._exit, args=(0,)).start()\n"
+         "    time.sleep(5)\n", check, {"runtime_error"}),
+        ("exit_in_atexit_check", "import atexit, os\natexit.register(os._exit, 0)\ndef solve(i):\n    return None\n",
+         check, {"runtime_error"}),
+        # work hidden in child processes: memory beyond the limit, CPU time not charged to the test
+        ("forked_children_memory", "import os\npids = []\nfor _ in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
+         "        x = bytearray(200 << 20)\n        for k in range(0, len(x), 4096):\n            x[k] = 1\n"
+         "        os._exit(0)\n    pids.append(pid)\nfor p in pids:\n    os.waitpid(p, 0)\nprint('done')\n",
+         [{"input": "", "output": "done\n"}], {"runtime_error", "memory_limit"}),
+        ("forked_children_cpu", "import os, time\nfor _ in range(4):\n    if os.fork() == 0:\n        t = time.time()\n"
+         "        while time.time() - t < 1.5:\n            pass\n        os._exit(0)\nos.wait()\nprint('done')\n",
+         [{"input": "", "output": "done\n"}], {"runtime_error", "time_limit"}),
+        ("multiprocessing_pool", "import multiprocessing as mp\ndef sq(x):\n    return x * x\n"
+         "if __name__ == '__main__':\n    with mp.Pool(4) as p:\n        print(sum(p.map(sq, range(100))))\n",
+         [{"input": "", "output": "328350\n"}], {"runtime_error"}),
+        ("subprocess_memory", "import subprocess, sys\nr = subprocess.run([sys.executable, '-c', 'x = bytearray(300 << 20)'])\n"
+         "print('done' if r.returncode == 0 else 'failed')\n", [{"input": "", "output": "done\n"}], {"runtime_error", "wrong_answer"}),
+        ("posix_spawn_cpu", "import os, sys\npid = os.posix_spawn(sys.executable, [sys.executable, '-c', 'while 1: pass'], {})\n"
+         "print('done')\n", [{"input": "", "output": "done\n"}], {"runtime_error"}),
+    ]
+    if os.uname().machine == "x86_64":
+        for nr, label in ((57, "fork"), (58, "vfork"), (435, "clone3"), (0x40000000 | 57, "x32_fork")):
+            cases.append((f"raw_syscall_{label}", _guard("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                                                         f"assert libc.syscall({nr}, 0, 0, 0, 0, 0) > 0"), [OK], {"passed"}))
+        cases.append(("raw_syscall_clone_sigchld", _guard("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                                                          "assert libc.syscall(56, 17, 0, 0, 0, 0) > 0"), [OK], {"passed"}))
+    return cases
+
+
+def test_cheating_programs_score_zero(judge):
+    secrets = [f"SECRET-{uuid.uuid4().hex}" for _ in range(3)]
+    cases = cheating_programs(secrets)
+    futs = [judge.submit(code, tests) for _, code, tests, _ in cases]
+    results = [f.result(timeout=300) for f in futs]
+    wrong, leaked = [], []
+    for (name, _, _, ok), verdicts in zip(cases, results):
+        wrong += [(name, i, v.status, v.detail) for i, v in enumerate(verdicts) if v.status not in ok]
+        leaked += [(name, i, v.detail) for i, v in enumerate(verdicts) if any(s in v.detail for s in secrets)]
+    assert not wrong, wrong
+    assert not leaked, leaked  # the searches found no expected value of any test
+    # the judge keeps serving, and honest programs of each kind still pass
+    assert judge.run("print(input())", [{"input": s, "output": s} for s in secrets])[0].status == "passed"
+    honest = "def solve(i):\n    return " + repr(secrets) + "[i]\n"
+    assert all(v.passed for v in judge.run(honest, [{"fn": "solve", "args": [i], "expected": s} for i, s in enumerate(secrets)]))
+    assert all(v.passed for v in judge.run(honest, [{"check": f"assert solve({i}) == {s!r}"} for i, s in enumerate(secrets)]))
+    threads = "import threading\nr = []\nt = threading.Thread(target=lambda: r.append(int(input()) * 2))\nt.start()\nt.join()\nprint(r[0])\n"
+    assert judge.run(threads, [{"input": "21\n", "output": "42\n"}])[0].status == "passed"

@@ -5,22 +5,46 @@ judge worker.  It must import nothing from openmimo and only the standard librar
 sandbox sees only the interpreter's read-only prefix and a private /tmp.
 
 Protocol (stdin/stdout of this process, replaced by fds 3/4 at start): length-prefixed JSON
-frames.  A request carries one program, a chunk of tests and the limits; the answer carries one
-verdict per test.  The expected outputs stay in this process: the forked test process (the
-"child") only ever sees its input, so nothing it writes can forge a pass.
+frames.  A request carries one program, the tests to run and the limits; a test is only what it
+needs to run -- its stdin (``input``), or a function name and arguments (``fn``, ``args``), or
+its own assert code (``check``).  Expected outputs never enter the sandbox: the answer carries,
+per test, the raw outcome (``status``: ``exited`` for a normal exit 0, or ``time_limit``,
+``memory_limit``, ``output_limit``, ``runtime_error``; the captured stdout; the result-fd text)
+and the judge compares it with the expected value outside, in :mod:`openmimo.rewards.compare`.
+A test process can therefore read everything in its memory (frames, ``gc.get_objects()``,
+``/proc/self/mem``) and still find no expected value of a stdin or call test; it finds at most
+test inputs (of its own request, and leftovers of earlier requests in freed memory) and the check
+code of its own assert-style test.
 
 Per test: fork; in the child set rlimits, drop to an unprivileged uid (when we run as root in
-the sandbox) or drop every capability, clear the environment, close every inherited fd, then
-``exec`` the pre-compiled program.  The parent waits with a wall-clock backstop (pidfd + poll),
-classifies the exit, compares the output, and kills every process the test left behind
+the sandbox) or drop every capability, clear the environment, close every inherited fd, install
+a seccomp filter that makes fork/vfork/clone (without CLONE_THREAD)/clone3 fail, then ``exec``
+the pre-compiled program.  A test is thus one process (threads allowed): RLIMIT_AS bounds all of
+its memory and its rusage holds all of its CPU time.  The parent waits with a wall-clock
+backstop (pidfd + poll), classifies the exit, and kills every process the test left behind
 (``kill(-1, SIGKILL)`` inside the sandbox's own PID namespace) before the next test.
 
-Simplified: memory is measured as the child's peak RSS, which includes the ~10 MB of interpreter
-pages it shares with this process; the address-space limit counts the interpreter too.
+Call and assert-style tests pass only on a positive signal: after the function has returned
+(call) or the check code has run to its end (assert), the harness writes a result frame to fd 3;
+an exit status of 0 without it (``sys.exit(0)``, ``os._exit(0)``, an exit inside the function)
+is a runtime error.  Residual limit: the program runs in the same process and interpreter as the
+harness and the check code, so a program written against this protocol can still cheat an
+assert-style test -- by writing the result frame to fd 3 itself and exiting, by reading the
+check's own constants from its frame, or by patching this module's globals through
+``sys.modules``.  It cannot learn the expected values of stdin or call tests, which are never
+here; for RL rewards prefer those two kinds.
+
+Simplified: memory is measured as the test process's peak RSS, which includes the ~10 MB of
+interpreter pages it shares with this process; the address-space limit counts the interpreter
+too.  A test's process tree is bounded by forbidding the tree, not by a cgroup (memory.max,
+pids.max), which would need a delegated cgroup v2 with those controllers.  The fork filter covers
+x86_64 and aarch64; on another architecture a test fails closed (runtime error) rather than
+running unbounded.
 """
 
 import atexit  # noqa: F401 -- pre-imported for the children
 import ctypes
+import gc
 import io
 import json
 import math
@@ -94,6 +118,49 @@ def _drop_caps():
         raise OSError(ctypes.get_errno(), "capset failed")
 
 
+def _bpf(code, jt, jf, k):
+    return struct.pack("HBBI", code, jt, jf, k)
+
+
+def _fork_filter():
+    """A seccomp program (classic BPF) that makes every way of creating a process fail: fork and vfork
+    return EPERM, clone returns EPERM unless CLONE_THREAD is set (threads stay allowed), clone3 returns
+    ENOSYS (glibc then falls back to clone for threads).  System calls of another ABI (i386 via int
+    0x80, x32) return EPERM.  None on an architecture the filter does not know."""
+    arch = {"x86_64": (0xC000003E, 56, 435, (57, 58)), "aarch64": (0xC00000B7, 220, 435, ())}.get(os.uname().machine)
+    if arch is None:
+        return None
+    audit, clone, clone3, forks = arch
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ/JGE/JSET|K, BPF_RET|K
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO|errno
+    prog = [_bpf(ld, 0, 0, 4), _bpf(jeq, 1, 0, audit), _bpf(ret, 0, 0, eperm),  # seccomp_data.arch
+            _bpf(ld, 0, 0, 0),  # seccomp_data.nr
+            _bpf(jge, 0, 1, 0x40000000), _bpf(ret, 0, 0, eperm),  # x32 system calls
+            _bpf(jeq, 0, 1, clone3), _bpf(ret, 0, 0, enosys)]
+    for nr in forks:
+        prog += [_bpf(jeq, 0, 1, nr), _bpf(ret, 0, 0, eperm)]
+    prog += [_bpf(jeq, 0, 3, clone), _bpf(ld, 0, 0, 16),  # low word of args[0], the clone flags
+             _bpf(jset, 1, 0, 0x10000), _bpf(ret, 0, 0, eperm),  # CLONE_THREAD
+             _bpf(ret, 0, 0, allow)]
+    buf = ctypes.create_string_buffer(b"".join(prog), len(prog) * 8)
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    return SockFprog(len(prog), ctypes.cast(buf, ctypes.c_void_p)), buf
+
+
+_FORK_FILTER = _fork_filter()  # (sock_fprog, buffer it points to), built once and inherited by the children
+
+
+def _forbid_fork():
+    """Install the fork filter (needs no_new_privs); raises if the kernel refuses it."""
+    if _FORK_FILTER is None:
+        raise OSError(0, f"no fork filter for {os.uname().machine}")
+    if _libc.prctl(22, 2, ctypes.byref(_FORK_FILTER[0]), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+        raise OSError(ctypes.get_errno(), "seccomp filter refused")
+
+
 def _exit_like_python():
     """What the interpreter does at a normal exit: join non-daemon threads, run atexit handlers."""
     th = sys.modules.get("threading")
@@ -102,6 +169,10 @@ def _exit_like_python():
     ae = sys.modules["atexit"]
     if ae._ncallbacks():
         ae._run_exitfuncs()
+
+
+CHECK_DONE = b'{"checked": true}'  # the result frame of an assert-style test whose check code ran to its end
+_os_write, _json_dumps = os.write, json.dumps  # the harness's own references, kept from the program's reach
 
 
 def _child(code_obj, test, lim, uid, workdir, res_fd):
@@ -123,15 +194,29 @@ def _child(code_obj, test, lim, uid, workdir, res_fd):
         _drop_caps()
         _libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
         os.environ.clear()  # already empty (cleared in _setup); kept as a guard
+        check = compile(test["check"], "check.py", "exec") if test.get("check") else None
+        call = test.get("fn") is not None
+        fn, args = (test["fn"], test.get("args", [])) if call else (None, None)
+    except BaseException:
+        try:
+            sys.stderr.write("judge: test set-up failed: " + traceback.format_exc()[-1500:])
+        except BaseException:
+            pass
+        os._exit(1)
+    try:
+        _forbid_fork()
+    except OSError as e:
+        os.write(2, f"judge: cannot forbid process creation ({e})\n".encode())
+        os._exit(1)
+    try:
         sys.argv = ["main.py"]
         sys.stdin, sys.stdout, sys.stderr = _STDIO  # built once in the zygote, never used there
-        call = test.get("fn") is not None
         g = {"__name__": "solution" if call else "__main__", "__builtins__": __builtins__}
         exec(code_obj, g)
-        if test.get("check"):  # assert-style test (MBPP, HumanEval): runs after the program, same namespace
-            exec(compile(test["check"], "check.py", "exec"), g)
+        if check is not None:  # assert-style test (MBPP, HumanEval): runs after the program, same namespace
+            exec(check, g)
+            _os_write(res_fd, CHECK_DONE)
         if call:
-            fn = test["fn"]
             sol = g.get("Solution")
             if sol is not None and hasattr(sol, fn):
                 target = getattr(sol(), fn)
@@ -139,12 +224,12 @@ def _child(code_obj, test, lim, uid, workdir, res_fd):
                 target = g[fn]
             else:
                 raise NameError(f"no function or Solution method named {fn!r}")
-            value = target(*test.get("args", []))
+            value = target(*args)
             try:
-                out = json.dumps({"value": value})
+                out = _json_dumps({"value": value})
             except (TypeError, ValueError):
-                out = json.dumps({"repr": repr(value)})
-            os.write(res_fd, out.encode())
+                out = _json_dumps({"repr": repr(value)[:1000]})
+            _os_write(res_fd, out.encode())
         _exit_like_python()
         sys.stdout.flush()
         os._exit(0)
@@ -166,54 +251,6 @@ def _child(code_obj, test, lim, uid, workdir, res_fd):
         except BaseException:
             pass
         os._exit(1)
-
-
-def _lines(text):
-    lines = [ln.rstrip() for ln in text.replace("\r\n", "\n").split("\n")]
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines
-
-
-def _tok_equal(a, b, tol):
-    if a == b:
-        return True
-    if tol is None:
-        return False
-    try:
-        x, y = float(a), float(b)
-    except ValueError:
-        return False
-    return math.isclose(x, y, rel_tol=tol, abs_tol=tol)
-
-
-def stdout_matches(got, expected, tol=None):
-    """Line-by-line comparison after stripping trailing whitespace; optional numeric tolerance."""
-    g, e = _lines(got), _lines(expected)
-    if len(g) != len(e):
-        return False
-    if tol is None:
-        return g == e
-    for gl, el in zip(g, e):
-        gt, et = gl.split(), el.split()
-        if len(gt) != len(et) or not all(_tok_equal(x, y, tol) for x, y in zip(gt, et)):
-            return False
-    return True
-
-
-def value_matches(got, expected, tol=None):
-    """Return-value comparison: tuples and lists alike, floats within ``tol`` when given."""
-    if isinstance(got, bool) or isinstance(expected, bool):
-        return got is expected or got == expected and type(got) is type(expected)
-    if isinstance(got, (int, float)) and isinstance(expected, (int, float)):
-        if tol is not None:
-            return math.isclose(got, expected, rel_tol=tol, abs_tol=tol)
-        return got == expected
-    if isinstance(got, list) and isinstance(expected, list):
-        return len(got) == len(expected) and all(value_matches(a, b, tol) for a, b in zip(got, expected))
-    if isinstance(got, dict) and isinstance(expected, dict):
-        return got.keys() == expected.keys() and all(value_matches(got[k], expected[k], tol) for k in got)
-    return got == expected
 
 
 def _sweep(pid):
@@ -262,8 +299,8 @@ def _read_fd(fd, limit):
     return os.read(fd, limit)
 
 
-def run_test(code_obj, test, lim, uid, tol):
-    """Fork, run one test, classify it.  Returns a verdict dict.
+def run_test(code_obj, test, lim, uid):
+    """Fork, run one test, report its raw outcome (the judge outside the sandbox decides pass or fail).
 
     The test's stdin/stdout/stderr/result are memfds owned by this process (reused from test to
     test: every process that could hold them is dead before the next test starts)."""
@@ -323,33 +360,17 @@ def run_test(code_obj, test, lim, uid, tol):
     elif code != 0:
         v["status"] = "runtime_error"
         v["detail"] = err.strip().splitlines()[-1] if err.strip() else (f"killed by signal {sig}" if sig else f"exit code {code}")
-    elif test.get("fn") is not None:
-        raw = _read_fd(fres, lim["output_bytes"])
-        try:
-            res = json.loads(raw)
-        except ValueError:
-            res = None
-        if not isinstance(res, dict):
-            v["status"], v["detail"] = "runtime_error", "no return value"
-        elif "value" in res and value_matches(res["value"], test.get("expected"), tol):
-            v["status"] = "passed"
-        else:
-            v["status"] = "wrong_answer"
-            v["detail"] = ("got " + json.dumps(res.get("value", res.get("repr"))))[:200]
-    elif test.get("check"):
-        v["status"] = "passed"
     else:
-        got = _read_fd(fout, lim["output_bytes"]).decode("utf-8", "replace")
-        if stdout_matches(got, test.get("output", ""), tol):
-            v["status"] = "passed"
+        v["status"] = "exited"  # a normal exit 0; whether that is a pass is decided outside the sandbox
+        if test.get("fn") is not None or test.get("check"):
+            v["result"] = _read_fd(fres, lim["output_bytes"]).decode("utf-8", "replace")
         else:
-            v["status"] = "wrong_answer"
-            v["detail"] = ("got " + repr(got[:100]))
+            v["stdout"] = _read_fd(fout, lim["output_bytes"]).decode("utf-8", "replace")
     return v
 
 
 def handle(req):
-    lim, uid, tol = req["limits"], req.get("uid", 0), req.get("tol")
+    lim, uid = req["limits"], req.get("uid", 0)
     tests = req["tests"]
     try:
         code_obj = compile(req["code"], "main.py", "exec")
@@ -357,15 +378,7 @@ def handle(req):
         msg = f"{type(e).__name__}: {e}"[:300]
         return [{"status": "runtime_error", "time": 0.0, "wall": 0.0, "memory_kb": 0, "exit_code": 1, "detail": msg}
                 for _ in tests]
-    out, stop = [], False
-    for t in tests:
-        if stop:
-            out.append({"status": "skipped", "time": 0.0, "wall": 0.0, "memory_kb": 0, "exit_code": 0, "detail": "stopped early"})
-            continue
-        v = run_test(code_obj, t, lim, uid, tol)
-        out.append(v)
-        stop = req.get("stop_early", False) and v["status"] != "passed"
-    return out
+    return [run_test(code_obj, t, lim, uid) for t in tests]
 
 
 def _setup():
@@ -393,8 +406,6 @@ def _setup():
 def main():
     rin, wout = _setup()
     _frame_write(wout, {"ready": True, "uid": os.getuid(), "pid": os.getpid()})
-    import gc
-
     gc.freeze()  # fewer copy-on-write faults in the forked children
     while True:
         req = _frame_read(rin)
