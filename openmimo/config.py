@@ -72,6 +72,11 @@ def _coerce(value: Any, tp: Any, key: str, src: str) -> Any:
             raise ConfigError(f"{src}: key '{key}' must be a number, got {value!r}")
         return float(value)
     if tp is int:
+        if isinstance(value, str) and "e" in value.lower():  # YAML 1.1 reads "1e12" as a string too
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
@@ -176,8 +181,14 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tu
         src = str(p)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
+        raw = p.read_bytes()
         try:
-            loaded = yaml.safe_load(p.read_text())
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[:e.start].count(b"\n") + 1
+            raise ConfigError(f"{p}:{line}: not valid UTF-8 (byte {e.start}, {raw[e.start:e.start + 1]!r})") from None
+        try:
+            loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if loaded is None:

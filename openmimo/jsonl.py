@@ -8,11 +8,20 @@ from typing import Iterable, Iterator
 
 
 def parse_jsonl_lines(lines: Iterable[str], source: str) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, record)`` for each non-blank line of ``lines`` (a file, stdin, ...);
-    invalid JSON or a non-object line raises :class:`openmimo.config.ConfigError` naming ``source:line``."""
+    """Yield ``(line_number, record)`` for each non-blank line of ``lines`` (str or UTF-8 bytes: a file, stdin, ...);
+    bytes that are not UTF-8, invalid JSON or a non-object line raise :class:`openmimo.config.ConfigError` naming ``source:line``."""
     from openmimo.config import ConfigError
 
+    offset = 0
     for n, line in enumerate(lines, start=1):
+        if isinstance(line, bytes):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"{source}:{n}: not valid UTF-8 (byte {offset + e.start} of the file, "
+                                  f"{line[e.start:e.start + 1]!r})") from None
+            offset += len(line)
+            line = text
         if not line.strip():
             continue
         try:
@@ -31,7 +40,7 @@ def iter_jsonl(path: str | Path, what: str = "file") -> Iterator[tuple[int, dict
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{what} not found: {p}")
-    with p.open(encoding="utf-8") as f:
+    with p.open("rb") as f:
         yield from parse_jsonl_lines(f, str(p))
 
 

@@ -33,6 +33,21 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
 
+def check_device(name: str, key: str = "train.device") -> None:
+    """Raise ConfigError naming ``key`` unless ``name`` is auto, cpu, cuda or cuda:N of a GPU this machine has."""
+    from openmimo.config import ConfigError
+
+    if name in ("auto", "cpu"):
+        return
+    kind, _, index = str(name).partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ConfigError(f"key '{key}': unknown device {name!r} (expected auto, cpu, cuda or cuda:N)")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"key '{key}': device {name!r} requested but CUDA is not available on this machine")
+    if index and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"key '{key}': device {name!r} does not exist ({torch.cuda.device_count()} GPU(s) visible)")
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -45,8 +60,10 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-def init_runtime(device: str = "auto", dtype: str = "auto") -> Runtime:
-    """Start torch.distributed when launched by torchrun (WORLD_SIZE > 1), pick device and dtype."""
+def init_runtime(device: str = "auto", dtype: str = "auto", key: str = "train.device") -> Runtime:
+    """Start torch.distributed when launched by torchrun (WORLD_SIZE > 1), pick device and dtype.
+    A device that does not exist is a ConfigError naming ``key`` (the config key it came from)."""
+    check_device(device, key)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))

@@ -8,21 +8,34 @@ messages, max_tokens / max_completion_tokens, temperature, top_p, top_k (extensi
 stop (strings; checked on the decoded text), stop_token_ids (extension), logprobs (completions:
 any integer, chat: true; only the chosen token's log-prob is returned — top alternatives are not),
 stream.  The log-prob returned is the model's unmodified (temperature-1) log-prob.  Chat replies
-with a think block carry it in ``reasoning_content``.  Errors are JSON ``{"error": {...}}`` with a
-4xx status; the server keeps running.  Stop strings are matched on the decoded text; in a stream,
+with a think block carry it in ``reasoning_content``.  Every error is JSON ``{"error": {"message",
+"type", "param", "code"}}`` (4xx for a bad request, 413 for a body over ``max_body_bytes``, 500 for
+an unexpected failure); a stream that fails after it started ends with a ``data: {"error": ...}``
+event and then ``data: [DONE]``; the server keeps running.  A client that disconnects has its
+engine requests aborted.  Tokenisation, chat rendering and large detokenisation run in worker
+threads, so a huge prompt never blocks other requests.  Stop strings are matched on the decoded text; in a stream,
 text sent before a match is not retracted.
 """
 # No `from __future__ import annotations`: FastAPI must see the real `Request` annotation.
 
 
+import asyncio
 import json
+import math
+import sys
 import time
+import traceback
 import uuid
 
 from openmimo.infer.async_engine import AsyncEngine
 from openmimo.infer.engine import SamplingParams
 from openmimo.infer.textstream import IncrementalDecoder, find_stop
 from openmimo.tokenizer import ENDOFTEXT, split_reasoning
+
+DEFAULT_MAX_BODY_BYTES = 8 * 2**20  # request bodies larger than this get HTTP 413
+_OFFLOAD_BYTES = 64 * 2**10  # JSON bodies larger than this are parsed in a worker thread
+_OFFLOAD_TOKENS = 512  # an output longer than this is detokenised in a worker thread
+_INT_MAX = 2**31 - 1
 
 
 class APIError(Exception):
@@ -31,109 +44,265 @@ class APIError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
 
 
-def _num(body: dict, key: str, kind, default, lo=None, hi=None):
+class _ClientGone(Exception):
+    """The client disconnected before its reply was ready."""
+
+
+def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict:
+    """The OpenAI error object."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _api_error_body(e: APIError) -> dict:
+    return error_body(e.message, "invalid_request_error" if e.status < 500 else "server_error", e.param, e.code)
+
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _num(body: dict, key: str, kind, default, lo=None, hi=None, lo_open: bool = False):
+    """``body[key]`` as a finite ``kind`` (int or float) in [lo, hi] (``lo_open``: (lo, hi]); bools are refused."""
     v = body.get(key, default)
     if v is None:
         v = default
-    if kind is int and isinstance(v, float) and v.is_integer():
+    what = "an integer" if kind is int else "a number"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise APIError(400, f"'{key}' must be {what}, got {_short(v)}", key, "invalid_type")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise APIError(400, f"'{key}' must be a finite number, got {v}", key, "invalid_value")
+    if kind is int and isinstance(v, float):
+        if not v.is_integer():
+            raise APIError(400, f"'{key}' must be an integer, got {v}", key, "invalid_type")
         v = int(v)
-    if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else int):
-        raise APIError(400, f"'{key}' must be a {kind.__name__}", key)
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise APIError(400, f"'{key}'={v} is out of range", key)
+    below = lo is not None and (v <= lo if lo_open else v < lo)
+    if below or (hi is not None and v > hi):
+        left = "(" if lo_open else "["
+        raise APIError(400, f"'{key}'={v} is out of range {left}{lo}, {hi}]", key, "invalid_value")
     return kind(v)
 
 
-def create_app(engine: AsyncEngine, tokenizer, model_name: str):
-    """The FastAPI application serving ``engine`` (tokenizer: openmimo.tokenizer.Tokenizer)."""
+def _bool(body: dict, key: str, default: bool = False) -> bool:
+    v = body.get(key, default)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise APIError(400, f"'{key}' must be true or false, got {_short(v)}", key, "invalid_type")
+    return v
+
+
+def _token_ids(v, key: str, vocab: int) -> list[int]:
+    """A list of token ids (ints, not bools, inside the vocabulary)."""
+    if not isinstance(v, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in v):
+        raise APIError(400, f"'{key}' must be a list of integer token ids", key, "invalid_type")
+    if any(not 0 <= t < vocab for t in v):
+        raise APIError(400, f"'{key}' has token ids outside the vocabulary [0, {vocab})", key, "invalid_value")
+    return v
+
+
+async def _wait_disconnect(request) -> None:
+    """Return when the client has gone away (the body has already been read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _unless_disconnected(request, coro):
+    """Await ``coro``; cancel it (which aborts its engine requests) and raise _ClientGone if the client leaves first."""
+    task = asyncio.ensure_future(coro)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled():
+        raise _ClientGone()
+    return task.result()
+
+
+async def _merged(coros, q: asyncio.Queue):
+    """Run ``coros`` (which put items on ``q``) concurrently and yield the items as they come.  When the
+    consumer stops early (a disconnected client cancels it) the coroutines are cancelled, which aborts
+    their engine requests."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    done_all = asyncio.gather(*tasks)
+    try:
+        while not (done_all.done() and q.empty()):
+            getter = asyncio.ensure_future(q.get())
+            try:
+                await asyncio.wait({getter, done_all}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not getter.done():
+                    getter.cancel()
+            if getter.done() and not getter.cancelled():
+                yield getter.result()
+        done_all.result()
+    finally:
+        for t in tasks:
+            t.cancel()
+        if done_all.done() and not done_all.cancelled():
+            done_all.exception()  # retrieved: no "exception was never retrieved" warning
+
+
+def create_app(engine: AsyncEngine, tokenizer, model_name: str, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+    """The FastAPI application serving ``engine`` (tokenizer: openmimo.tokenizer.Tokenizer).
+
+    ``max_body_bytes``: larger request bodies are refused with HTTP 413."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+    from starlette.exceptions import HTTPException
 
     app = FastAPI(title="openmimo", version="0.1")
     max_len = engine.engine.max_len
+    vocab = engine.engine.cfg.vocab_size
     stop_default = {t for t in (tokenizer.eos_id, tokenizer.token_to_id(ENDOFTEXT), engine.engine.cfg.eos_token_id)
                     if t is not None}
     started = time.time()
+    # A token covers at most this many characters, so a text of more than ``2 * max_len * longest`` characters
+    # cannot fit the context and is refused without tokenising it.
+    try:
+        longest = max(len(tokenizer.id_to_token(i) or "") for i in range(tokenizer.vocab_size))
+        char_bound = 2 * max_len * max(longest, 1)
+    except (AttributeError, TypeError):
+        char_bound = None
+
+    def _encode(texts: list[str]) -> list[list[int]]:
+        """Token ids of ``texts`` (run in a worker thread: the batch encoder releases the GIL)."""
+        batch = getattr(tokenizer, "encode_batch", None)
+        return batch(texts) if batch is not None else [tokenizer.encode(t) for t in texts]
+
+    def _refuse_long_text(n_chars: int, key: str) -> None:
+        if char_bound is not None and n_chars > char_bound:
+            raise APIError(400, f"the prompt has {n_chars} characters, more than this model's context of {max_len} "
+                           "tokens can hold", key, "context_length_exceeded")
 
     @app.exception_handler(APIError)
     async def _api_error(_request, e: APIError):
-        kind = "invalid_request_error" if e.status < 500 else "server_error"
-        return JSONResponse({"error": {"message": e.message, "type": kind, "param": e.param, "code": e.code}},
-                            status_code=e.status)
+        return JSONResponse(_api_error_body(e), status_code=e.status)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_request, e: HTTPException):
+        kind = "invalid_request_error" if e.status_code < 500 else "server_error"
+        return JSONResponse(error_body(str(e.detail), kind), status_code=e.status_code, headers=e.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, e: Exception):
+        return JSONResponse(error_body(f"internal server error: {type(e).__name__}: {e}"[:500], "server_error"),
+                            status_code=500)
 
     async def _body(request: Request) -> dict:
+        too_big = APIError(413, f"the request body exceeds the server's limit of {max_body_bytes} bytes", None,
+                           "request_too_large")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body_bytes:
+            raise too_big
+        parts, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise too_big
+            parts.append(chunk)
+        raw = b"".join(parts)
         try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise APIError(400, f"malformed JSON body: {e}") from None
+            body = await asyncio.to_thread(json.loads, raw) if len(raw) > _OFFLOAD_BYTES else json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise APIError(400, f"malformed JSON body: {e}", None, "invalid_json") from None
         if not isinstance(body, dict):
-            raise APIError(400, "the JSON body must be an object")
+            raise APIError(400, "the JSON body must be an object", None, "invalid_json")
         if body.get("model") not in (None, model_name):
-            raise APIError(404, f"model '{body.get('model')}' does not exist (serving '{model_name}')", "model",
+            raise APIError(404, f"model {_short(body.get('model'))} does not exist (serving '{model_name}')", "model",
                            "model_not_found")
         return body
 
-    def _params(body: dict) -> tuple[SamplingParams, list[str]]:
-        mt = body.get("max_completion_tokens", body.get("max_tokens"))
-        max_tokens = _num({"max_tokens": mt}, "max_tokens", int, 16 if "messages" not in body else max_len, 1)
-        stop = body.get("stop") or []
-        stop = [stop] if isinstance(stop, str) else stop
+    def _params(body: dict, chat: bool) -> tuple[SamplingParams, list[str]]:
+        key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+        max_tokens = _num(body, key, int, max_len if chat else 16, 1, _INT_MAX)
+        stop = body.get("stop")
+        stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
         if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
-            raise APIError(400, "'stop' must be a string or a list of non-empty strings", "stop")
-        ids = body.get("stop_token_ids") or []
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
-            raise APIError(400, "'stop_token_ids' must be a list of integers", "stop_token_ids")
+            raise APIError(400, "'stop' must be a string or a list of non-empty strings", "stop", "invalid_type")
+        ids = body.get("stop_token_ids")
+        ids = _token_ids([] if ids is None else ids, "stop_token_ids", vocab)
         seed = body.get("seed")
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise APIError(400, "'seed' must be an integer", "seed")
+        if seed is not None:
+            seed = _num(body, "seed", int, None, 0, 2**63 - 1)
+        for k in ("presence_penalty", "frequency_penalty"):
+            if _num(body, k, float, 0.0, -2.0, 2.0) != 0.0:
+                raise APIError(400, f"'{k}' is not supported by this server (only 0)", k, "unsupported_parameter")
+        if chat:
+            _bool(body, "logprobs")
+            _num(body, "top_logprobs", int, 0, 0, 20)
+        elif body.get("logprobs") is not None:
+            _num(body, "logprobs", int, 0, 0, 20)
+        _bool(body, "stream")
         p = SamplingParams(max_new_tokens=max_tokens, temperature=_num(body, "temperature", float, 1.0, 0.0, 100.0),
-                           top_p=_num(body, "top_p", float, 1.0, 1e-9, 1.0), top_k=_num(body, "top_k", int, 0, 0),
-                           stop_ids=tuple(stop_default | set(ids)), seed=seed,
-                           n=_num(body, "n", int, 1, 1, engine.engine.slots))
+                           top_p=_num(body, "top_p", float, 1.0, 0.0, 1.0, lo_open=True),
+                           top_k=_num(body, "top_k", int, 0, 0, _INT_MAX), stop_ids=tuple(stop_default | set(ids)),
+                           seed=seed, n=_num(body, "n", int, 1, 1, engine.engine.slots))
+        try:
+            p.check()
+        except ValueError as e:
+            raise APIError(400, str(e), None, "invalid_value") from None
         return p, stop
 
-    def _check_prompt(ids: list[int], params: SamplingParams) -> SamplingParams:
+    def _check_prompt(ids: list[int], key: str = "prompt") -> None:
         if not ids:
-            raise APIError(400, "the prompt is empty", "prompt")
+            raise APIError(400, "the prompt is empty", key, "invalid_value")
         if len(ids) >= max_len:
-            raise APIError(400, f"the prompt has {len(ids)} tokens; this model's context is {max_len}", "prompt",
+            raise APIError(400, f"the prompt has {len(ids)} tokens; this model's context is {max_len}", key,
                            "context_length_exceeded")
-        if any(not isinstance(t, int) or not 0 <= t < engine.engine.cfg.vocab_size for t in ids):
-            raise APIError(400, "token ids out of the vocabulary", "prompt")
-        return params
+        _token_ids(ids, key, vocab)
+
+    async def _push(dec: IncrementalDecoder, toks, final: bool) -> str:
+        if len(dec.ids) + len(toks) > _OFFLOAD_TOKENS:  # whole-sequence decode: off the event loop once long
+            return await asyncio.to_thread(dec.push, toks, final)
+        return dec.push(toks, final=final)
 
     async def _run(ids, params, stops, emit):
         """Drive one request; ``emit(index, text_delta, token_ids, logprobs, finish_reason)`` per output."""
         decs = [IncrementalDecoder(tokenizer) for _ in range(params.n)]
         done = [False] * params.n
         gen = engine.stream(ids, params, f"r-{uuid.uuid4().hex}")
-        async for o in gen:
-            if done[o.index]:
-                continue
-            dec = decs[o.index]
-            text = dec.push(o.token_ids, final=bool(o.finish_reason))
-            reason = o.finish_reason
-            toks, lps = o.token_ids, o.logprobs
-            if stops:
-                cut = find_stop(dec.text, stops, len(dec.text) - len(text))
-                if cut is not None:
-                    text = text[: max(0, cut - (len(dec.text) - len(text)))]
-                    reason = "stop"
-            if reason:
-                done[o.index] = True
-                reason = "length" if reason == "length" else "stop"
-            await emit(o.index, text, toks, lps, reason)
-            if all(done):
-                await gen.aclose()
-                break
+        try:
+            async for o in gen:
+                if done[o.index]:
+                    continue
+                dec = decs[o.index]
+                text = await _push(dec, o.token_ids, bool(o.finish_reason))
+                reason = o.finish_reason
+                toks, lps = o.token_ids, o.logprobs
+                if stops:
+                    cut = find_stop(dec.text, stops, len(dec.text) - len(text))
+                    if cut is not None:
+                        text = text[: max(0, cut - (len(dec.text) - len(text)))]
+                        reason = "stop"
+                if reason:
+                    done[o.index] = True
+                    reason = "length" if reason == "length" else "stop"
+                await emit(o.index, text, toks, lps, reason)
+                if all(done):
+                    break
+        finally:
+            await gen.aclose()  # aborts the engine request if it is still running
 
     def _usage(n_prompt, n_completion):
         return {"prompt_tokens": n_prompt, "completion_tokens": n_completion, "total_tokens": n_prompt + n_completion}
 
-    def _sse(chunks_fn):
+    def _sse(chunks):
         async def gen():
-            async for chunk in chunks_fn():
-                yield f"data: {json.dumps(chunk)}\n\n"
+            try:
+                async for chunk in chunks:
+                    yield f"data: {json.dumps(chunk)}\n\n"
+            except APIError as e:
+                yield f"data: {json.dumps(_api_error_body(e))}\n\n"
+            except Exception as e:  # the stream has started: report in-band, then end it properly
+                traceback.print_exc(file=sys.stderr)
+                err = error_body(f"internal server error: {type(e).__name__}: {e}"[:500], "server_error")
+                yield f"data: {json.dumps(err)}\n\n"
             yield "data: [DONE]\n\n"
         return StreamingResponse(gen(), media_type="text/event-stream")
 
@@ -153,7 +322,7 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str):
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = await _body(request)
-        params, stops = _params(body)
+        params, stops = _params(body, chat=False)
         prompt = body.get("prompt")
         if isinstance(prompt, str):
             prompts = [prompt]
@@ -162,10 +331,14 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str):
         elif isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
             prompts = prompt
         else:
-            raise APIError(400, "'prompt' must be a string, a list of strings or token ids", "prompt")
-        id_lists = [tokenizer.encode(p) if isinstance(p, str) else p for p in prompts]
+            raise APIError(400, "'prompt' must be a string, a list of strings or token ids", "prompt", "invalid_type")
+        texts = [p for p in prompts if isinstance(p, str)]
+        for t in texts:
+            _refuse_long_text(len(t), "prompt")
+        encoded = iter(await asyncio.to_thread(_encode, texts) if texts else [])
+        id_lists = [next(encoded) if isinstance(p, str) else p for p in prompts]
         for ids in id_lists:
-            _check_prompt(ids, params)
+            _check_prompt(ids)
         want_lp = body.get("logprobs") is not None
         cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -174,60 +347,55 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str):
                     "text_offset": None} if want_lp else None
 
         if body.get("stream"):
-            async def chunks():
-                import asyncio
+            q: asyncio.Queue = asyncio.Queue()
 
-                q: asyncio.Queue = asyncio.Queue()
+            async def one(pi, ids):
+                async def emit(i, text, toks, lps, reason):
+                    await q.put({"id": cid, "object": "text_completion", "created": created, "model": model_name,
+                                 "choices": [{"index": pi * params.n + i, "text": text, "logprobs": lp_obj(toks, lps),
+                                              "finish_reason": reason}]})
+                await _run(ids, params, stops, emit)
 
-                async def one(pi, ids):
-                    async def emit(i, text, toks, lps, reason):
-                        await q.put({"id": cid, "object": "text_completion", "created": created, "model": model_name,
-                                     "choices": [{"index": pi * params.n + i, "text": text, "logprobs": lp_obj(toks, lps),
-                                                  "finish_reason": reason}]})
-                    await _run(ids, params, stops, emit)
+            return _sse(_merged([one(pi, ids) for pi, ids in enumerate(id_lists)], q))
 
-                tasks = [asyncio.create_task(one(pi, ids)) for pi, ids in enumerate(id_lists)]
-                done_all = asyncio.gather(*tasks)
-                while not (done_all.done() and q.empty()):
-                    getter = asyncio.create_task(q.get())
-                    await asyncio.wait({getter, done_all}, return_when=asyncio.FIRST_COMPLETED)
-                    if getter.done():
-                        yield getter.result()
-                    else:
-                        getter.cancel()
-                done_all.result()
-            return _sse(chunks)
+        accs = [[{"index": pi * params.n + i, "text": "", "toks": [], "lps": [], "finish_reason": None}
+                 for i in range(params.n)] for pi in range(len(id_lists))]
 
-        choices, n_out = [], 0
-        for pi, ids in enumerate(id_lists):
-            acc = [{"index": pi * params.n + i, "text": "", "toks": [], "lps": [], "finish_reason": None}
-                   for i in range(params.n)]
-
-            async def emit(i, text, toks, lps, reason, acc=acc):
+        async def one_plain(ids, acc):
+            async def emit(i, text, toks, lps, reason):
                 acc[i]["text"] += text
                 acc[i]["toks"] += toks
                 acc[i]["lps"] += lps
                 acc[i]["finish_reason"] = reason or acc[i]["finish_reason"]
             await _run(ids, params, stops, emit)
-            for a in acc:
-                n_out += len(a["toks"])
-                choices.append({"index": a["index"], "text": a["text"], "logprobs": lp_obj(a["toks"], a["lps"]),
-                                "finish_reason": a["finish_reason"]})
-        return {"id": cid, "object": "text_completion", "created": created, "model": model_name, "choices": choices,
-                "usage": _usage(sum(len(i) for i in id_lists), n_out)}
+
+        try:
+            await _unless_disconnected(request, asyncio.gather(*(one_plain(ids, acc) for ids, acc in zip(id_lists, accs))))
+        except _ClientGone:
+            return Response(status_code=499)
+
+        def reply():
+            choices = [{"index": a["index"], "text": a["text"], "logprobs": lp_obj(a["toks"], a["lps"]),
+                        "finish_reason": a["finish_reason"]} for acc in accs for a in acc]
+            n_out = sum(len(a["toks"]) for acc in accs for a in acc)
+            return {"id": cid, "object": "text_completion", "created": created, "model": model_name,
+                    "choices": choices, "usage": _usage(sum(len(i) for i in id_lists), n_out)}
+        return await asyncio.to_thread(reply) if want_lp else reply()
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await _body(request)
-        params, stops = _params(body)
+        params, stops = _params(body, chat=True)
         msgs = body.get("messages")
         if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and "role" in m for m in msgs):
-            raise APIError(400, "'messages' must be a non-empty list of {role, content} objects", "messages")
+            raise APIError(400, "'messages' must be a non-empty list of {role, content} objects", "messages",
+                           "invalid_type")
+        _refuse_long_text(sum(len(json.dumps(m.get("content"))) for m in msgs), "messages")
         try:
-            ids, _ = tokenizer.render_chat(msgs, add_generation_prompt=True)
-        except (ValueError, KeyError, TypeError) as e:
-            raise APIError(400, f"bad messages: {e}", "messages") from None
-        _check_prompt(ids, params)
+            ids, _ = await asyncio.to_thread(tokenizer.render_chat, msgs, add_generation_prompt=True)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise APIError(400, f"bad messages: {e}", "messages", "invalid_value") from None
+        _check_prompt(ids, "messages")
         want_lp = bool(body.get("logprobs"))
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -238,28 +406,20 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str):
                                 for t, lp in zip(toks, lps)]}
 
         if body.get("stream"):
+            q: asyncio.Queue = asyncio.Queue()
+            for i in range(params.n):
+                q.put_nowait({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                              "finish_reason": None})
+
+            async def emit_chunk(i, text, toks, lps, reason):
+                await q.put({"index": i, "delta": {"content": text} if text else {}, "logprobs": lp_obj(toks, lps),
+                             "finish_reason": reason})
+
             async def chunks():
-                import asyncio
-
-                q: asyncio.Queue = asyncio.Queue()
-                for i in range(params.n):
-                    await q.put({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                                 "finish_reason": None})
-
-                async def emit(i, text, toks, lps, reason):
-                    await q.put({"index": i, "delta": {"content": text} if text else {}, "logprobs": lp_obj(toks, lps),
-                                 "finish_reason": reason})
-                task = asyncio.create_task(_run(ids, params, stops, emit))
-                while not (task.done() and q.empty()):
-                    getter = asyncio.create_task(q.get())
-                    await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                    if getter.done():
-                        yield {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model_name,
-                               "choices": [getter.result()]}
-                    else:
-                        getter.cancel()
-                task.result()
-            return _sse(chunks)
+                async for choice in _merged([_run(ids, params, stops, emit_chunk)], q):
+                    yield {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model_name,
+                           "choices": [choice]}
+            return _sse(chunks())
 
         acc = [{"text": "", "toks": [], "lps": [], "finish_reason": None} for _ in range(params.n)]
 
@@ -268,17 +428,23 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str):
             acc[i]["toks"] += toks
             acc[i]["lps"] += lps
             acc[i]["finish_reason"] = reason or acc[i]["finish_reason"]
-        await _run(ids, params, stops, emit)
-        choices = []
-        for i, a in enumerate(acc):
-            reasoning, content = split_reasoning(a["text"])
-            msg = {"role": "assistant", "content": content}
-            if reasoning is not None:
-                msg["reasoning_content"] = reasoning
-            choices.append({"index": i, "message": msg, "logprobs": lp_obj(a["toks"], a["lps"]),
-                            "finish_reason": a["finish_reason"]})
-        return {"id": cid, "object": "chat.completion", "created": created, "model": model_name, "choices": choices,
-                "usage": _usage(len(ids), sum(len(a["toks"]) for a in acc))}
+        try:
+            await _unless_disconnected(request, _run(ids, params, stops, emit))
+        except _ClientGone:
+            return Response(status_code=499)
+
+        def reply():
+            choices = []
+            for i, a in enumerate(acc):
+                reasoning, content = split_reasoning(a["text"])
+                msg = {"role": "assistant", "content": content}
+                if reasoning is not None:
+                    msg["reasoning_content"] = reasoning
+                choices.append({"index": i, "message": msg, "logprobs": lp_obj(a["toks"], a["lps"]),
+                                "finish_reason": a["finish_reason"]})
+            return {"id": cid, "object": "chat.completion", "created": created, "model": model_name,
+                    "choices": choices, "usage": _usage(len(ids), sum(len(a["toks"]) for a in acc))}
+        return await asyncio.to_thread(reply) if want_lp else reply()
 
     return app
 
@@ -334,20 +500,27 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--model", required=True, help="Hugging-Face-layout checkpoint folder (config.json, safetensors, tokenizer)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (1-65535)")
     parser.add_argument("--served-model-name", default=None, help="the model id clients send (default: the folder name)")
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                        help=f"largest request body accepted; larger ones get HTTP 413 (default: {DEFAULT_MAX_BODY_BYTES})")
     add_engine_arguments(parser)
 
 
 def run(args) -> int:
     import uvicorn
 
+    from openmimo.cli import UsageError
     from openmimo.infer.generate import build_engine
 
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not a TCP port (1-65535)")
+    if args.max_body_bytes < 1:
+        raise UsageError(f"--max-body-bytes must be positive, got {args.max_body_bytes}")
     engine, tokenizer = build_engine(args)
     name = args.served_model_name or args.model.rstrip("/").split("/")[-1]
     aengine = AsyncEngine(engine)
-    app = create_app(aengine, tokenizer, name)
+    app = create_app(aengine, tokenizer, name, max_body_bytes=args.max_body_bytes)
     print(f"openmimo serve: {name} on http://{args.host}:{args.port} ({engine.slots} slots x {engine.max_len} tokens)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     aengine.shutdown()

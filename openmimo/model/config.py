@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,31 @@ _PASSTHROUGH = {
     "pad_token_id", "layer_types", "dtype",
 }
 MODEL_TYPES = ("mimo", "qwen2")
+# Upper bounds of the shape fields: larger values are refused instead of attempting an impossible allocation.
+MAX_VALUES = {"vocab_size": 2**24, "hidden_size": 2**17, "intermediate_size": 2**19, "num_hidden_layers": 2**12,
+              "num_attention_heads": 2**12, "num_key_value_heads": 2**12, "max_position_embeddings": 2**24,
+              "num_nextn_predict_layers": 64}
+
+
+def _typed(value, tp, key: str, src: str):
+    """``value`` checked against the field annotation ``tp`` (int, float, bool, str or ``X | None``)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if args:  # X | None
+        return None if value is None else _typed(value, args[0], key, src)
+    if tp is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{src}: key '{key}' must be an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{src}: key '{key}' must be a finite number, got {value!r}")
+        value = float(value)
+    elif tp is bool and not isinstance(value, bool):
+        raise ValueError(f"{src}: key '{key}' must be true or false, got {value!r}")
+    elif tp is str and not isinstance(value, str):
+        raise ValueError(f"{src}: key '{key}' must be a string, got {value!r}")
+    return value
 
 
 @dataclass
@@ -49,6 +76,16 @@ class MiMoConfig:
                   "num_key_value_heads", "max_position_embeddings"):
             if getattr(self, k) <= 0:
                 raise ValueError(f"key '{k}' must be positive, got {getattr(self, k)}")
+        for k, hi in MAX_VALUES.items():
+            if getattr(self, k) > hi:
+                raise ValueError(f"key '{k}' = {getattr(self, k)} exceeds the supported maximum {hi}")
+        if self.head_dim is not None and not 0 < self.head_dim <= 2**14:
+            raise ValueError(f"key 'head_dim' must be in [1, {2**14}], got {self.head_dim}")
+        for k in ("rope_theta", "rms_norm_eps", "initializer_range"):
+            if not math.isfinite(getattr(self, k)):
+                raise ValueError(f"key '{k}' must be a finite number, got {getattr(self, k)}")
+        if self.rms_norm_eps <= 0 or self.initializer_range < 0:
+            raise ValueError("key 'rms_norm_eps' must be > 0 and key 'initializer_range' >= 0")
         if self.num_nextn_predict_layers < 0:
             raise ValueError("key 'num_nextn_predict_layers' must be >= 0")
         if self.head_dim is None and self.hidden_size % self.num_attention_heads:
@@ -92,6 +129,11 @@ class MiMoConfig:
                 raise ValueError(f"{src}: missing field '{k}'")
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in d.items() if k in names}
+        if isinstance(kwargs.get("eos_token_id"), list) and kwargs["eos_token_id"]:
+            kwargs["eos_token_id"] = kwargs["eos_token_id"][0]
+        hints = typing.get_type_hints(cls)
+        for k, v in kwargs.items():
+            kwargs[k] = _typed(v, hints[k], k, src)
         kwargs.setdefault("num_key_value_heads", d["num_attention_heads"])
         if mt == "qwen2":
             kwargs.setdefault("attention_bias", True)
@@ -100,8 +142,6 @@ class MiMoConfig:
             for k in ("attention_bias", "num_nextn_predict_layers"):
                 if k not in d:
                     raise ValueError(f"{src}: missing field '{k}'")
-        if isinstance(kwargs.get("eos_token_id"), list):
-            kwargs["eos_token_id"] = kwargs["eos_token_id"][0]
         if "torch_dtype" not in kwargs and isinstance(d.get("dtype"), str):
             kwargs["torch_dtype"] = d["dtype"]
         extra = {k: v for k, v in d.items() if k in _PASSTHROUGH}
@@ -120,9 +160,13 @@ class MiMoConfig:
         if not p.is_file():
             raise FileNotFoundError(f"{p}: config.json not found")
         try:
-            d = json.loads(p.read_text())
+            d = json.loads(p.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{p}: not valid UTF-8 (byte {e.start})") from None
         except json.JSONDecodeError as e:
             raise ValueError(f"{p}: not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{p}: the top level must be a JSON object, got {type(d).__name__}")
         return cls.from_hf_dict(d, str(p))
 
     def num_params(self, include_mtp: bool = True) -> int:
