@@ -103,18 +103,23 @@ def _fsync_dir(path: Path) -> None:
 
 def load_latest_checkpoint(run_dir: str | Path, model, optimizer) -> tuple[Path, dict] | None:
     """Restore the newest checkpoint that loads; an unreadable one (truncated, corrupt) is skipped with a
-    warning naming it, and the previous complete one is used.  None when the folder has none that loads."""
+    warning naming it, and the previous complete one is used.  None when the folder has no checkpoint; when
+    none of them loads, the newest one's error is raised (starting fresh would prune them)."""
     import warnings
 
     ckpts = list_checkpoints(run_dir)
+    first_error = None
     for i, path in enumerate(reversed(ckpts)):
         try:
             return path, load_checkpoint(path, model, optimizer)
         except Exception as e:  # noqa: BLE001 - any failure to read a checkpoint means: try the one before
+            first_error = first_error or e
             older = ckpts[-2 - i].name if i + 1 < len(ckpts) else None
             warnings.warn(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
                           + (f"falling back to {older}" if older else "no older checkpoint is left"),
                           RuntimeWarning, stacklevel=2)
+    if first_error is not None:
+        raise RuntimeError(f"no checkpoint in {checkpoint_dir(run_dir)} could be loaded") from first_error
     return None
 
 

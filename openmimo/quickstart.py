@@ -29,8 +29,7 @@ RL_READY_MATH = 0.15
 # What seed 0 gave on the 2-core development VMs (x86, AVX-512 kernels; docs/benchmarks.md), in points: held-out
 # math pass@1 before RL, and the RL gain.  Other CPUs' kernels and other seeds can end pre-training before the
 # phase change (docs/tiny_tuning.md), which the readiness warning reports.
-EXPECTED_BEFORE = (28.6, 28.6)
-EXPECTED_GAIN = (7.3, 8.1)
+EXPECTED = "28.6% before RL, gain +7.3 to +8.1"
 
 
 def split_overrides(overrides) -> tuple[list[str], list[str]]:
@@ -48,12 +47,6 @@ def readiness_note(math_acc: float, threshold: float = RL_READY_MATH) -> str | N
     return (f"pre-training ended at {100 * math_acc:.1f}% held-out math, below the {100 * threshold:.0f}% where the "
             f"tiny model has made the arithmetic phase change: most RL groups will have no correct sample, and RL "
             f"will add little. The result depends on the seed and on the CPU's kernels; see docs/tiny_tuning.md.")
-
-
-def expected_text() -> str:
-    lo, hi = EXPECTED_BEFORE
-    before = f"{lo:.1f}%" if lo == hi else f"{lo:.1f}-{hi:.1f}%"
-    return f"{before} before RL, gain {EXPECTED_GAIN[0]:+.1f} to {EXPECTED_GAIN[1]:+.1f}"
 
 
 def main(out_dir: str = "runs/quickstart", rl_steps: int | None = None, overrides=(), seed: int = 0,
@@ -92,7 +85,7 @@ def main(out_dir: str = "runs/quickstart", rl_steps: int | None = None, override
     if "math" in after or kinds == ["all"]:
         b, a = before.get("math", before).get("pass@1", 0), after.get("math", after).get("pass@1", 0)
         print(f"[quickstart] math: {100 * b:.1f}% before RL, gain {100 * (a - b):+.1f} points; "
-              f"{wall / 60:.1f} minutes in all.  Measured with seed 0 on 2-core AVX-512 VMs: {expected_text()}")
+              f"{wall / 60:.1f} minutes in all.  Measured with seed 0 on 2-core AVX-512 VMs: {EXPECTED}")
         if note:
             print(f"[quickstart] (pre-training was below the RL-ready level: {100 * pre_acc:.1f}%)")
     result = {"seed": seed, "pretrain_math_acc": pre_acc, "pretrain_tokens": pre["tokens"], "pretrain_s": t_pre,

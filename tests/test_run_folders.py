@@ -95,3 +95,15 @@ def test_resume_into_an_empty_folder_says_it_starts_fresh(tmp_path, capsys):
     assert "no complete checkpoint" in capsys.readouterr().out and (tmp_path / "new" / IDENTITY).is_file()
     with pytest.raises(UsageError, match="exclude each other"):
         open_run_folder(tmp_path / "new", {}, resume=True, overwrite=True)
+
+
+def test_resume_refuses_when_no_checkpoint_loads(prepared, tmp_path):
+    out = tmp_path / "run"
+    pretrain_main(_cfg(prepared, out))
+    for c in list_checkpoints(out):
+        (c / "state.pt").write_bytes(b"truncated")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RuntimeError, match="no checkpoint in .* could be loaded"):
+            pretrain_main(_cfg(prepared, out), resume=True)
+    assert list_checkpoints(out)  # nothing was pruned by a fresh start

@@ -284,6 +284,16 @@ def cheating_programs(secrets: list[str]) -> list[tuple[str, str, list[dict], se
          "    time.sleep(5)\n", check, {"runtime_error"}),
         ("exit_in_atexit_check", "import atexit, os\natexit.register(os._exit, 0)\ndef solve(i):\n    return None\n",
          check, {"runtime_error"}),
+        # output tricks: an object equal to everything, forged result frames on the harness's fd 3
+        ("always_equal_call", "class Any:\n    def __eq__(self, other):\n        return True\n"
+         "def solve(i):\n    return Any()\n", call, wrong),
+        ("always_equal_str_call", "class Any(str):\n    def __eq__(self, other):\n        return True\n"
+         "    __hash__ = str.__hash__\ndef solve(i):\n    return Any('x')\n", call, wrong),
+        ("forged_value_frame_call", "import os\ndef solve(i):\n    os.write(3, b'{\"value\": \"SECRET\"}')\n"
+         "    os._exit(0)\n", call, wrong),
+        ("forged_two_frames_call", "import os\ndef solve(i):\n    os.write(3, b'{\"value\": null}')\n    return None\n",
+         call, wrong),
+        ("forged_frame_stdin", "import os\nos.write(3, b'{\"checked\": true}')\nprint('nothing')\n", stdin, wrong),
         # work hidden in child processes: memory beyond the limit, CPU time not charged to the test
         ("forked_children_memory", "import os\npids = []\nfor _ in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
          "        x = bytearray(200 << 20)\n        for k in range(0, len(x), 4096):\n            x[k] = 1\n"

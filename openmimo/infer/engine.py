@@ -107,6 +107,15 @@ class Completion:
     sampling_logprobs: list = field(default_factory=list)
     finish_reason: str | None = None
 
+    def extend(self, out) -> bool:
+        """Append a StepOutput of this sample; True when it finishes the sample."""
+        self.token_ids += out.token_ids
+        self.logprobs += out.logprobs
+        self.sampling_logprobs += out.sampling_logprobs
+        if out.finish_reason:
+            self.finish_reason = out.finish_reason
+        return bool(out.finish_reason)
+
 
 def sample_seed(seed: int, index: int) -> int:
     """The seed of sample ``index`` of a request seeded with ``seed``."""
@@ -321,13 +330,7 @@ class Engine:
             for o in self.step():
                 if o.request_id not in acc:
                     continue
-                c = acc[o.request_id][o.index]
-                c.token_ids += o.token_ids
-                c.logprobs += o.logprobs
-                c.sampling_logprobs += o.sampling_logprobs
-                if o.finish_reason:
-                    c.finish_reason = o.finish_reason
-                    done += 1
+                done += acc[o.request_id][o.index].extend(o)
             if progress and done:
                 progress(done)
         return [acc[r] for r in rids]

@@ -265,12 +265,7 @@ def _generate_into(engine: Engine, tok, records, out, bar) -> None:
         for o in engine.step():
             if o.request_id not in acc:
                 continue
-            c = acc[o.request_id][o.index]
-            c.token_ids += o.token_ids
-            c.logprobs += o.logprobs
-            c.sampling_logprobs += o.sampling_logprobs
-            if o.finish_reason:
-                c.finish_reason = o.finish_reason
+            if acc[o.request_id][o.index].extend(o):
                 left[o.request_id] -= 1
                 finished += 1
         if finished:

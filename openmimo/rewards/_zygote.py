@@ -29,7 +29,8 @@ Call and assert-style tests pass only on a positive signal: after the function h
 an exit status of 0 without it (``sys.exit(0)``, ``os._exit(0)``, an exit inside the function)
 is a runtime error.  Residual limit: the program runs in the same process and interpreter as the
 harness and the check code, so a program written against this protocol can still cheat an
-assert-style test -- by writing the result frame to fd 3 itself and exiting, by reading the
+assert-style test -- by returning an object whose ``__eq__`` is always true (the check's ``==`` runs
+here; call tests compare JSON outside), by writing the result frame to fd 3 itself and exiting, by reading the
 check's own constants from its frame, or by patching this module's globals through
 ``sys.modules``.  It cannot learn the expected values of stdin or call tests, which are never
 here; for RL rewards prefer those two kinds.
