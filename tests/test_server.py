@@ -7,31 +7,16 @@ import asyncio
 import httpx
 import openai
 import pytest
-import torch
 
-from openmimo.infer.async_engine import AsyncEngine
-from openmimo.infer.engine import Engine, SamplingParams
 from openmimo.infer.oracle import generate_oracle
-from openmimo.infer.server import create_app, start_in_thread
-from openmimo.model.config import MiMoConfig
-from openmimo.model.mimo import build_model
-from openmimo.tokenizer import train_tokenizer
 
-TEXTS = ["the cat sat on the mat", "two plus two is four", "a quick brown fox jumps", "hello world"] * 20
+from conftest import TINY_TEXTS, serve_tiny
 
 
 @pytest.fixture(scope="module")
 def served():
-    tok = train_tokenizer(TEXTS, vocab_size=300)
-    cfg = MiMoConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                     num_nextn_predict_layers=1, initializer_range=0.3, eos_token_id=tok.eos_id)
-    model = build_model(cfg, seed=0)
-    aengine = AsyncEngine(Engine(model, max_slots=16, max_len=64, spec_k=1))
-    server, url = start_in_thread(create_app(aengine, tok, "tiny"))
-    yield model, tok, url
-    server.should_exit = True
-    aengine.shutdown()
+    with serve_tiny() as (model, tok, url, aengine):
+        yield model, tok, url
 
 
 def client(url):
@@ -87,7 +72,7 @@ def test_bad_requests_get_4xx_and_server_stays_up(served):
 
 def test_64_concurrent_streaming_clients(served):
     model, tok, url = served
-    prompts = [TEXTS[i % 4].split()[0] + " " + str(i % 7) for i in range(64)]
+    prompts = [TINY_TEXTS[i % 4].split()[0] + " " + str(i % 7) for i in range(64)]
     expected = {p: greedy_text(model, tok, tok.encode(p), 6)[0] for p in set(prompts)}
     assert sum(bool(t) for t in expected.values()) >= len(expected) // 2  # the texts compared are not empty
 

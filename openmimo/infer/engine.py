@@ -32,6 +32,11 @@ Randomness.  Sampling uses counter-based noise keyed by (seed, position); a requ
 depends only on its seed, never on the batch it shares (see ``sampling.py``).  Sample i of a request
 with seed s uses :func:`sample_seed` (s, i); sample 0 uses s itself.
 
+Compiled variants.  Each compiled function runs at static shapes, one variant per (decode: sampling mode,
+attention length; prefill window: row count; first token: padded sample count).  ``warmup()`` builds them all
+before serving; with ``compile_on_request=False`` (the server) a variant not built is run by the eager
+function instead of compiling on the request path (see ``variants.py``).
+
 Short admissions (on GPU by default) are prefilled window by window through one fixed-shape CUDA graph
 (``prefill_graph``; see ``prefill.py``): a batch-1 prompt then costs a replay instead of an eager forward of
 hundreds of launches.
@@ -55,6 +60,8 @@ from openmimo.infer.kv_cache import CacheView, KVCache, slots_for_budget
 from openmimo.infer.prefill import Prefill
 from openmimo.infer.sampling import STREAM_DRAFT, first_tokens, gumbel_sample, padded_count, process_logits
 from openmimo.infer.speculative import SpecStats, accept_drafts
+from openmimo.infer.variants import GraphedFunction, Variants, describe
+from openmimo.infer.kernels import filter_logprobs
 from openmimo.runtime import allow_recompiles
 
 
@@ -145,7 +152,8 @@ class Engine:
     def __init__(self, model, *, max_slots: int | None = None, max_len: int | None = None,
                  kv_budget_bytes: int | None = None, spec_k: int = 0, compile: bool | None = None,
                  compile_prefill: bool = False, max_prefill_tokens: int = 8192, prefill_graph: bool | None = None,
-                 seed: int | None = None, overlap: bool | None = None, kv_buckets: bool = True):
+                 seed: int | None = None, overlap: bool | None = None, kv_buckets: bool = True,
+                 compile_on_request: bool = True):
         cfg = model.config
         p = next(model.parameters())
         self.model, self.cfg, self.device, self.dtype = model.eval(), cfg, p.device, p.dtype
@@ -191,6 +199,9 @@ class Engine:
                          "decode_seconds": 0.0, "prefill_seconds": 0.0}
         self.compiled = (self.device.type == "cuda") if compile is None else compile
         self._decode_fn = self._decode_impl
+        # Compiled variants built so far (``warmup``).  compile_on_request=False (the server): the request path
+        # runs the eager function for a variant not built, instead of compiling it there (variants.py).
+        self.variants = Variants(self.compiled, on_request=compile_on_request)
         if self.compiled:
             import torch._dynamo as dynamo
 
@@ -202,15 +213,16 @@ class Engine:
             self._decode_fn = torch.compile(self._decode_impl, mode="reduce-overhead", fullgraph=True, dynamic=False)
         # The model side of admissions (prefill.py): a batched forward, or CUDA-graph windows for short ones.
         self.prefill = Prefill(model, self.cache, self.tokens, self.h0, spec_k, self.capacity, compiled=self.compiled,
-                               compile_prefill=compile_prefill, graph=prefill_graph)
+                               compile_prefill=compile_prefill, graph=prefill_graph, variants=self.variants)
         # The first token of each admitted sample: eager, the counter-based noise alone is ~50 launches.  On GPU
-        # one CUDA graph per power-of-four sample count (the samples padded up to it; four compiles up to 256
-        # samples, where powers of two made a batch-16 warm-up 100 s longer): a dynamic-shape compiled function
-        # spent 0.76 ms of host time per admission on its guards and wrapper, for 40 us of GPU work.
+        # one CUDA graph per power-of-four sample count (the samples padded up to it), captured from the eager
+        # function without torch.compile (variants.GraphedFunction): nothing to generate, so the capture takes
+        # milliseconds and cannot fail in Inductor (which did, on the cumsum over 64 x 151,680 logits).
         self._first_fn = first_tokens
         self._first_pad = self.compiled
         if self.compiled:
-            self._first_fn = torch.compile(first_tokens, mode="reduce-overhead", fullgraph=True, dynamic=False)
+            self._first_fn = (GraphedFunction(first_tokens) if self.device.type == "cuda" else
+                              torch.compile(first_tokens, mode="reduce-overhead", fullgraph=True, dynamic=False))
         # Overlap: launch decode step n+1 before reading step n's tokens (see ``step``); default on GPU.
         self.overlap = (self.device.type == "cuda") if overlap is None else overlap
         self._inflight: _Inflight | None = None
@@ -335,6 +347,94 @@ class Engine:
                 progress(done)
         return [acc[r] for r in rids]
 
+    # -- compiled variants: built before serving (see variants.py) ----------------------------------
+    MODES = ("greedy", "sample", "filter")
+
+    def kv_lengths(self) -> list[int]:
+        """Every attention length a decode step can use (``_kv_bucket``'s values)."""
+        if not self.kv_buckets:
+            return [self.capacity]
+        out, p = [], 1 << (max(2 * self.k, 16) - 1).bit_length()
+        while p < self.capacity:
+            out.append(p)
+            p *= 2
+        return out + [self.capacity]
+
+    def compiled_variants(self) -> list[tuple]:
+        """The keys of every compiled variant this engine can reach (none when it is not compiled): a decode
+        step per (sampling mode, attention length), a prefill window per row count, a first-token graph per
+        padded sample count."""
+        if not self.compiled:
+            return []
+        keys = [("decode", mode, kv) for mode in self.MODES for kv in self.kv_lengths()]
+        keys += [("window", rows) for rows in self.prefill.window_rows()]
+        p, top = 1, padded_count(self.slots)
+        while p <= top:
+            keys.append(("first", p))
+            p *= 4
+        return keys
+
+    @torch.no_grad()
+    def warmup(self, log=None, keys=None, progress=None) -> dict:
+        """Build ``keys`` (default: :meth:`compiled_variants`, all of them) now, on an idle engine; ``log(line)``
+        gets one line per variant, ``progress(done, total)`` is called after each.  Returns {key: seconds}."""
+        keys = self.compiled_variants() if keys is None else list(keys)
+        times, t_all = {}, time.perf_counter()
+        for i, key in enumerate(keys, 1):
+            t0 = time.perf_counter()
+            self.prepare(key)
+            times[key] = dt = time.perf_counter() - t0
+            if log:
+                log(f"warm-up {i}/{len(keys)}: {describe(key)}: {dt:.1f} s")
+            if progress:
+                progress(i, len(keys))
+        if log and len(keys) > 1:
+            log(f"warm-up done: {len(keys)} compiled variants in {time.perf_counter() - t_all:.1f} s")
+        return times
+
+    @torch.no_grad()
+    def prepare(self, key: tuple) -> None:
+        """Compile and capture one variant by running it on the idle engine (every slot free, so its writes land
+        where admissions overwrite them before anything reads them)."""
+        if self.running or self._inflight is not None:
+            raise RuntimeError("prepare() needs an engine with no running sequences")
+        if key in self.variants.ready or not self.compiled:
+            return
+        graphs = self.device.type == "cuda"
+        kind = key[0]
+        if kind == "decode":
+            for _ in range(3):  # cudagraph trees: a warm-up run, the recording, a replay
+                if graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
+                self._decode_fn(key[2], key[1])
+        elif kind == "window":
+            self.prefill.prepare_window(key[1])
+        elif kind == "first":
+            P, V, dev = key[1], self.cfg.vocab_size, self.device
+            args = (torch.zeros(P, V, device=dev), torch.ones(P, device=dev), torch.ones(P, device=dev),
+                    torch.zeros(P, dtype=torch.long, device=dev), torch.zeros(P, dtype=torch.long, device=dev),
+                    torch.ones(P, dtype=torch.long, device=dev))
+            if isinstance(self._first_fn, GraphedFunction):
+                self._first_fn.capture(*args)
+            else:
+                for _ in range(3):
+                    if graphs:
+                        torch.compiler.cudagraph_mark_step_begin()
+                    self._first_fn(*args)
+        else:
+            raise ValueError(f"unknown compiled variant {key!r}")
+        if graphs:
+            torch.cuda.synchronize(self.device)
+        self.variants.ready.add(key)
+
+    def prepare_pending(self, log=None) -> tuple | None:
+        """Build one variant that the request path had to serve eagerly, if the engine is idle; returns its key."""
+        pending = self.variants.pending()
+        if not pending or self.has_unfinished():
+            return None
+        self.warmup(log, pending[:1])
+        return pending[0]
+
     def reset_stats(self) -> None:
         """Zero the counters and speculative statistics (e.g. after a benchmark's warm-up)."""
         for key, v in self.counters.items():
@@ -346,6 +446,8 @@ class Engine:
         c = dict(self.counters)
         c["waiting"], c["running"], c["slots"] = len(self.waiting), len(self.running), self.slots
         c["decode_tokens_per_second"] = c["generated_tokens"] / c["decode_seconds"] if c["decode_seconds"] else 0.0
+        c["compiled_variants_ready"] = len(self.variants.ready)
+        c["eager_fallback_calls"] = self.variants.eager_calls  # request-path calls whose variant was not built
         if self.k:
             c["speculative"] = self.spec_stats.as_dict()
         return c
@@ -393,8 +495,12 @@ class Engine:
         # one entry per sample: (slot, prompt row, sample index)
         samples = [(slot, row, j) for row, g in enumerate(groups) for j, slot in enumerate(g)]
         N = len(samples)
-        # the first-token graph's inputs: the samples padded to a power of four by repeating the first one
+        # the first-token graph's inputs: the samples padded to a power of four by repeating the first one; a
+        # count whose graph is not built yet is sampled eagerly, unpadded
+        first_fn = self._first_fn
         P = padded_count(N) if self._first_pad else N
+        if not self.variants.use(("first", P)):
+            first_fn, P = first_tokens, N
         padded = samples + samples[:1] * (P - N)
         rows = [x[1] for x in padded]
         meta = torch.tensor([g[0] for g in groups] + [n - 1 for n in lens] + [x[0] for x in padded]
@@ -420,7 +526,10 @@ class Engine:
         temp, top_p = fmeta.split([P, P])
         if self.compiled and dev.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
-        first = self._first_fn(logits[rows_t], temp, top_p, top_k, seeds, n_p)[:N]  # read before the next replay
+        args = (logits[rows_t], temp, top_p, top_k, seeds, n_p)
+        if isinstance(first_fn, GraphedFunction) and not first_fn.captured(*args):  # compile_on_request
+            first_fn.capture(*args)
+        first = first_fn(*args)[:N]  # read before the next replay
         idx, n_p = idx[:N], n_p[:N]
         self.seeds[idx], self.length[idx] = seeds[:N], n_p
         self.temp[idx], self.top_p[idx], self.top_k[idx] = temp[:N], top_p[:N], top_k[:N]
@@ -467,7 +576,9 @@ class Engine:
         """Queue one decode step over all slots and the copy of its results to pinned host memory."""
         if self.compiled and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
-        packed = self._decode_fn(self._kv_bucket(inflight), self._mode())
+        kv_len, mode = self._kv_bucket(inflight), self._mode()
+        fn = self._decode_fn if self.variants.use(("decode", mode, kv_len)) else self._decode_impl
+        packed = fn(kv_len, mode)
         host = self._host[self._flip]
         self._flip ^= 1
         host.copy_(packed, non_blocking=True)
@@ -516,7 +627,9 @@ class Engine:
             top = lp.argmax(-1, keepdim=True)
             onehot = torch.full_like(lp, float("-inf")).scatter(-1, top, 0.0)
             return torch.where(greedy[:, None], onehot, lp)
-        return process_logits(logits, t, p, k)
+        # compiled, the filter is one opaque op: its eager kernels run inside the graph (Inductor's sort and
+        # scan lowerings are not asked to handle a whole vocabulary)
+        return (filter_logprobs if self.compiled else process_logits)(logits, t, p, k)
 
     def _decode_impl(self, kv_len: int, mode: str):
         """One decode step over all slots at fixed shapes (the function compiled on GPU).

@@ -23,7 +23,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from openmimo.cli import UsageError
+from openmimo.config import UsageError
 from openmimo.infer.engine import Completion, Engine, SamplingParams
 from openmimo.tokenizer import ENDOFTEXT
 
@@ -60,8 +60,9 @@ def add_arguments(parser) -> None:
     add_engine_arguments(parser)
 
 
-def build_engine(args):
-    """Load the checkpoint, its tokenizer and an Engine from the shared command-line options."""
+def build_engine(args, **engine_kw):
+    """Load the checkpoint, its tokenizer and an Engine from the shared command-line options (``engine_kw``:
+    further Engine arguments)."""
     import torch
 
     from openmimo import load_model, load_tokenizer
@@ -81,7 +82,7 @@ def build_engine(args):
     budget = int(args.kv_budget_gb * 2**30) if args.kv_budget_gb else None
     try:
         engine = Engine(model, max_slots=args.max_slots, max_len=args.max_len, kv_budget_bytes=budget,
-                        spec_k=args.spec_k, compile=False if args.no_compile else None)
+                        spec_k=args.spec_k, compile=False if args.no_compile else None, **engine_kw)
     except ValueError as e:
         raise UsageError(str(e)) from None
     return engine, tokenizer

@@ -10,6 +10,9 @@ with no split-K reduction pass.
 - :func:`decode_attention`: GQA attention of a few query positions per sequence against a static KV
   cache, split over the keys (flash-decoding); each sequence reads only the keys up to its own
   position, not the whole attention-length bucket.
+- :func:`filter_logprobs`: ``sampling.process_logits`` (temperature, top-k, top-p) as one opaque custom op, so
+  that a compiled decode step runs its sort and cumulative sum as the eager kernels inside its CUDA graph
+  instead of asking Inductor to generate a scan over the whole vocabulary.
 
 :func:`enabled` says whether a tensor can take these paths; everywhere else (CPU, float32, long
 prefills) the model uses its plain PyTorch code, which the tests compare these kernels with.
@@ -24,6 +27,8 @@ import os
 
 import torch
 import torch.nn.functional as F
+
+from openmimo.infer.sampling import process_logits
 
 try:  # CPU-only installs have no Triton
     import triton
@@ -40,6 +45,18 @@ def enabled(t: torch.Tensor) -> bool:
         return False
     interp = os.environ.get("TRITON_INTERPRET") == "1"  # CPU tests run the kernels in Triton's interpreter
     return (t.is_cuda or interp) and t.dtype in (torch.bfloat16, torch.float16)
+
+
+@torch.library.custom_op("openmimo::filter_logprobs", mutates_args=())
+def filter_logprobs(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
+                    top_k: torch.Tensor) -> torch.Tensor:
+    """``process_logits`` (float32 (B, V) log-probs) as an op that torch.compile does not look inside."""
+    return process_logits(logits, temperature, top_p, top_k)
+
+
+@filter_logprobs.register_fake
+def _(logits, temperature, top_p, top_k):
+    return torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
 
 
 # -- references (what the kernels compute) ------------------------------------------------------

@@ -33,8 +33,9 @@ class Prefill:
     CHUNK, CHUNK_ROWS, CHUNK_MAX, MAX_GRAPH_REPLAYS = 16, 4, 256, 16
 
     def __init__(self, model, cache, tokens, h0, k: int, capacity: int, *, compiled: bool,
-                 compile_prefill: bool = False, graph: bool | None = None):
+                 compile_prefill: bool = False, graph: bool | None = None, variants=None):
         self.model, self.cfg, self.cache, self.tokens, self.h0, self.k = model, model.config, cache, tokens, h0, k
+        self.variants = variants  # the engine's variants.Variants: a window row count not built runs batched
         self.device = tokens.device
         self.cuda_graphs = compiled and self.device.type == "cuda"
         self.forwards = 0  # model calls (one per batched forward or window)
@@ -56,7 +57,8 @@ class Prefill:
         ``slots`` are ``ids`` and ``s0`` on the host (no device sync to read them back)."""
         R, L = ids.shape
         n_windows = -(-R // self.CHUNK_ROWS) * -(-L // self.CHUNK)
-        if self._window_fn is not None and L <= self.chunk_kv and n_windows <= self.MAX_GRAPH_REPLAYS:
+        if self._window_fn is not None and L <= self.chunk_kv and n_windows <= self.MAX_GRAPH_REPLAYS and (
+                self.variants is None or self.variants.use(("window", 1 if R == 1 else self.CHUNK_ROWS))):
             return self.windows(host_ids, slots, lens)
         pos = torch.arange(L, device=ids.device)[None].expand(R, L)
         for t in (ids, pos):  # prompt count and length are symbolic in the compiled prefill (not the cache)
@@ -64,6 +66,18 @@ class Prefill:
             torch._dynamo.maybe_mark_dynamic(t, 1)
         self.forwards += 1
         return self._forward_fn(ids, pos, s0, last)
+
+    def window_rows(self) -> list[int]:
+        """The row counts of the window graphs (one per count): none without windows."""
+        return [] if self._window_fn is None else [1, self.CHUNK_ROWS]
+
+    def prepare_window(self, rows: int) -> None:
+        """Build the window graph of ``rows`` rows: three windows (warm-up, recording, replay) of placeholder
+        tokens into the first slots (their K/V is overwritten by the next admission there)."""
+        n_slots = self.cache.keys[0].shape[0] if self.cache.keys else 1
+        ids = torch.ones(rows, self.CHUNK, dtype=torch.long)
+        for _ in range(3):
+            self.windows(ids, [i % n_slots for i in range(rows)], [self.CHUNK] * rows)
 
     def _fill(self, ids, pos, slots, last, view):
         """Run the model over ``ids`` at ``pos`` through cache ``view`` (writing K/V into ``slots``), then
@@ -77,7 +91,7 @@ class Prefill:
             h, emb = hidden, self.model.model.embed_tokens
             for j in range(1, self.k + 1):
                 nxt = self.tokens[slots[:, None], pos + j]
-                h, _ = self.model.model.mtp_layers[j - 1](h, emb(nxt), cos, sin, None, view)
+                h = self.model.model.mtp_layers[j - 1](h, emb(nxt), pos, cos, sin, None, view)
         return out.logits[:, 0].float()
 
     def forward_impl(self, ids, pos, s0, last):

@@ -5,9 +5,12 @@ server-sent events), ``/v1/models``, ``/health``, ``/metrics`` (Prometheus text 
 
 Request fields understood: model, prompt (text, list of texts, token ids or lists of them) or
 messages, max_tokens / max_completion_tokens, temperature, top_p, top_k (extension), n, seed,
-stop (strings; checked on the decoded text), stop_token_ids (extension), logprobs (completions:
-any integer, chat: true; only the chosen token's log-prob is returned — top alternatives are not),
-stream.  The log-prob returned is the model's unmodified (temperature-1) log-prob.  Chat replies
+stop (strings; checked on the decoded text), stop_token_ids (extension), logprobs (completions: 0-20
+alternatives per token; chat: true with top_logprobs 0-20), echo (completions: the prompt's tokens and
+log-probs first; with max_tokens 0 nothing is generated), stream (not with echo or alternatives).  A list of
+prompts is queued at once, so the engine admits and prefills them together.  The log-prob returned is the
+model's unmodified (temperature-1) log-prob; prompt log-probs and alternatives come from re-scoring
+(``openai_api.py``), which also adds ``/tokenize``, ``/detokenize`` and ``/tokenizer_info``.  Chat replies
 with a think block carry it in ``reasoning_content``.  Every error is JSON ``{"error": {"message",
 "type", "param", "code"}}`` (4xx for a bad request, 413 for a body over ``max_body_bytes``, 500 for
 an unexpected failure); a stream that fails after it started ends with a ``data: {"error": ...}``
@@ -23,12 +26,15 @@ import asyncio
 import json
 import math
 import sys
+import threading
 import time
 import traceback
 import uuid
 
 from openmimo.infer.async_engine import AsyncEngine
+from openmimo.infer.compile_cache import cache_counts, use_compile_cache
 from openmimo.infer.engine import SamplingParams
+from openmimo.infer.openai_api import TokenText, add_tokenizer_routes, chat_logprobs, completion_logprobs, rescore
 from openmimo.infer.textstream import IncrementalDecoder, find_stop
 from openmimo.tokenizer import ENDOFTEXT, split_reasoning
 
@@ -158,6 +164,7 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, max_body_bytes: 
     from starlette.exceptions import HTTPException
 
     app = FastAPI(title="openmimo", version="0.1")
+    app.add_middleware(WarmupGate, engine=engine)
     max_len = engine.engine.max_len
     vocab = engine.engine.cfg.vocab_size
     stop_default = {t for t in (tokenizer.eos_id, tokenizer.token_to_id(ENDOFTEXT), engine.engine.cfg.eos_token_id)
@@ -221,7 +228,9 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, max_body_bytes: 
 
     def _params(body: dict, chat: bool) -> tuple[SamplingParams, list[str]]:
         key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-        max_tokens = _num(body, key, int, max_len if chat else 16, 1, _INT_MAX)
+        max_tokens = _num(body, key, int, max_len if chat else 16, 1 if chat else 0, _INT_MAX)
+        if max_tokens == 0 and not _bool(body, "echo"):
+            raise APIError(400, f"'{key}'=0 needs 'echo': true (prompt log-probs only)", key, "invalid_value")
         stop = body.get("stop")
         stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
         if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
@@ -236,11 +245,14 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, max_body_bytes: 
                 raise APIError(400, f"'{k}' is not supported by this server (only 0)", k, "unsupported_parameter")
         if chat:
             _bool(body, "logprobs")
-            _num(body, "top_logprobs", int, 0, 0, 20)
-        elif body.get("logprobs") is not None:
-            _num(body, "logprobs", int, 0, 0, 20)
-        _bool(body, "stream")
-        p = SamplingParams(max_new_tokens=max_tokens, temperature=_num(body, "temperature", float, 1.0, 0.0, 100.0),
+            alternatives = _num(body, "top_logprobs", int, 0, 0, 20)
+        else:
+            alternatives = 0 if body.get("logprobs") is None else _num(body, "logprobs", int, 0, 0, 20)
+            _bool(body, "echo")
+        if _bool(body, "stream") and (alternatives or body.get("echo")):
+            what = "'echo'" if body.get("echo") else "'top_logprobs'" if chat else "'logprobs' > 0"
+            raise APIError(400, f"{what} is not supported with 'stream': true", "stream", "unsupported_parameter")
+        p = SamplingParams(max_new_tokens=max(max_tokens, 1), temperature=_num(body, "temperature", float, 1.0, 0.0, 100.0),
                            top_p=_num(body, "top_p", float, 1.0, 0.0, 1.0, lo_open=True),
                            top_k=_num(body, "top_k", int, 0, 0, _INT_MAX), stop_ids=tuple(stop_default | set(ids)),
                            seed=seed, n=_num(body, "n", int, 1, 1, engine.engine.slots))
@@ -263,11 +275,12 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, max_body_bytes: 
             return await asyncio.to_thread(dec.push, toks, final)
         return dec.push(toks, final=final)
 
-    async def _run(ids, params, stops, emit):
-        """Drive one request; ``emit(index, text_delta, token_ids, logprobs, finish_reason)`` per output."""
+    async def _run(ids, params, stops, emit, gen=None):
+        """Drive one request (or the output stream ``gen`` of one already queued); ``emit(index, text_delta,
+        token_ids, logprobs, finish_reason)`` per output."""
         decs = [IncrementalDecoder(tokenizer) for _ in range(params.n)]
         done = [False] * params.n
-        gen = engine.stream(ids, params, f"r-{uuid.uuid4().hex}")
+        gen = gen if gen is not None else engine.stream(ids, params, f"r-{uuid.uuid4().hex}")
         try:
             async for o in gen:
                 if done[o.index]:
@@ -309,7 +322,15 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, max_body_bytes: 
 
     @app.get("/health")
     async def health():
+        """200 {"status": "ok"} once every compiled variant is built; 503 with the progress until then."""
+        if not engine.ready.is_set():
+            done, total = engine.warmup_progress
+            return JSONResponse({"status": "warming up", "compiled_variants": f"{done}/{total}"}, status_code=503)
+        if engine.warmup_error:
+            return {"status": "ok", "warmup_error": engine.warmup_error}
         return {"status": "ok"}
+
+    add_tokenizer_routes(app, tokenizer, max_len, _body, APIError)
 
     @app.get("/v1/models")
     async def models():
@@ -318,7 +339,9 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, max_body_bytes: 
 
     @app.get("/metrics")
     async def metrics():
-        return PlainTextResponse(prometheus_text(engine.metrics()), media_type="text/plain; version=0.0.4")
+        m = engine.metrics()
+        m["compiled_graphs"] = cache_counts()["dynamo_graphs"]  # process-wide: constant once warmed up
+        return PlainTextResponse(prometheus_text(m), media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -341,47 +364,88 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, max_body_bytes: 
         for ids in id_lists:
             _check_prompt(ids)
         want_lp = body.get("logprobs") is not None
+        n_alt = _num(body, "logprobs", int, 0, 0, 20)  # alternatives per token (validated by _params)
+        echo = _bool(body, "echo")
+        key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+        score_only = _num(body, key, int, 16, 0, _INT_MAX) == 0  # echo with max_tokens 0: prompt log-probs only
         cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 
         def lp_obj(toks, lps):
-            return {"tokens": [tokenizer.decode([t]) for t in toks], "token_logprobs": lps, "top_logprobs": None,
-                    "text_offset": None} if want_lp else None
+            return completion_logprobs(TokenText(tokenizer), toks, lps, None) if want_lp else None
+
+        def queue_all():
+            """One engine request per prompt, queued at once (admitted and prefilled together)."""
+            try:
+                return engine.stream_many(id_lists, params)
+            except ValueError as e:
+                raise APIError(400, str(e), None, "invalid_value") from None
 
         if body.get("stream"):
             q: asyncio.Queue = asyncio.Queue()
+            rids, gens = queue_all()
 
-            async def one(pi, ids):
+            async def one(pi, ids, gen):
                 async def emit(i, text, toks, lps, reason):
                     await q.put({"id": cid, "object": "text_completion", "created": created, "model": model_name,
                                  "choices": [{"index": pi * params.n + i, "text": text, "logprobs": lp_obj(toks, lps),
                                               "finish_reason": reason}]})
-                await _run(ids, params, stops, emit)
+                await _run(ids, params, stops, emit, gen)
 
-            return _sse(_merged([one(pi, ids) for pi, ids in enumerate(id_lists)], q))
+            async def chunks():
+                try:
+                    async for c in _merged([one(pi, ids, g) for pi, (ids, g) in enumerate(zip(id_lists, gens))], q):
+                        yield c
+                finally:  # a request whose task never started has no generator to abort it
+                    for rid in rids:
+                        engine.abort(rid)
+            return _sse(chunks())
 
-        accs = [[{"index": pi * params.n + i, "text": "", "toks": [], "lps": [], "finish_reason": None}
+        accs = [[{"index": pi * params.n + i, "text": "", "toks": [], "lps": [],
+                  "finish_reason": "length" if score_only else None}
                  for i in range(params.n)] for pi in range(len(id_lists))]
 
-        async def one_plain(ids, acc):
+        async def one_plain(ids, acc, gen):
             async def emit(i, text, toks, lps, reason):
                 acc[i]["text"] += text
                 acc[i]["toks"] += toks
                 acc[i]["lps"] += lps
                 acc[i]["finish_reason"] = reason or acc[i]["finish_reason"]
-            await _run(ids, params, stops, emit)
+            await _run(ids, params, stops, emit, gen)
 
+        rescored = None
         try:
-            await _unless_disconnected(request, asyncio.gather(*(one_plain(ids, acc) for ids, acc in zip(id_lists, accs))))
+            if not score_only:
+                rids, gens = queue_all()
+                try:
+                    await _unless_disconnected(request, asyncio.gather(
+                        *(one_plain(ids, acc, g) for ids, acc, g in zip(id_lists, accs, gens))))
+                finally:
+                    for rid in rids:
+                        engine.abort(rid)
+            if want_lp and (echo or n_alt):
+                prompts_per_choice = [ids for ids, acc in zip(id_lists, accs) for _ in acc]
+                rescored = await _unless_disconnected(request, rescore(
+                    engine, prompts_per_choice, [a["toks"] for acc in accs for a in acc], n_alt, echo))
         except _ClientGone:
             return Response(status_code=499)
 
         def reply():
-            choices = [{"index": a["index"], "text": a["text"], "logprobs": lp_obj(a["toks"], a["lps"]),
-                        "finish_reason": a["finish_reason"]} for acc in accs for a in acc]
+            tt = TokenText(tokenizer)
+            echoed = [p if isinstance(p, str) else tokenizer.decode(ids) for p, ids in zip(prompts, id_lists)] \
+                if echo else [""] * len(prompts)
+            choices = []
+            for k, (pi, a) in enumerate((pi, a) for pi, acc in enumerate(accs) for a in acc):
+                if rescored is not None:
+                    ids_k, lps_k, tops_k = rescored[k]
+                    lp = completion_logprobs(tt, ids_k, lps_k, tops_k if n_alt else None)
+                else:
+                    lp = completion_logprobs(tt, a["toks"], a["lps"], None) if want_lp else None
+                choices.append({"index": a["index"], "text": echoed[pi] + a["text"], "logprobs": lp,
+                                "finish_reason": a["finish_reason"]})
             n_out = sum(len(a["toks"]) for acc in accs for a in acc)
             return {"id": cid, "object": "text_completion", "created": created, "model": model_name,
                     "choices": choices, "usage": _usage(sum(len(i) for i in id_lists), n_out)}
-        return await asyncio.to_thread(reply) if want_lp else reply()
+        return await asyncio.to_thread(reply) if want_lp or echo else reply()
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -398,13 +462,11 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, max_body_bytes: 
             raise APIError(400, f"bad messages: {e}", "messages", "invalid_value") from None
         _check_prompt(ids, "messages")
         want_lp = bool(body.get("logprobs"))
+        n_alt = _num(body, "top_logprobs", int, 0, 0, 20) if want_lp else 0
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
-        def lp_obj(toks, lps):
-            if not want_lp:
-                return None
-            return {"content": [{"token": tokenizer.decode([t]), "logprob": lp, "bytes": None, "top_logprobs": []}
-                                for t, lp in zip(toks, lps)]}
+        def lp_obj(toks, lps, tops=None):
+            return chat_logprobs(TokenText(tokenizer), toks, lps, tops) if want_lp else None
 
         if body.get("stream"):
             q: asyncio.Queue = asyncio.Queue()
@@ -429,8 +491,12 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, max_body_bytes: 
             acc[i]["toks"] += toks
             acc[i]["lps"] += lps
             acc[i]["finish_reason"] = reason or acc[i]["finish_reason"]
+        rescored = None
         try:
             await _unless_disconnected(request, _run(ids, params, stops, emit))
+            if n_alt:  # alternatives: re-score each reply after the prompt
+                rescored = await _unless_disconnected(request, rescore(engine, [ids] * len(acc),
+                                                                       [a["toks"] for a in acc], n_alt, False))
         except _ClientGone:
             return Response(status_code=499)
 
@@ -441,13 +507,32 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, max_body_bytes: 
                 msg = {"role": "assistant", "content": content}
                 if reasoning is not None:
                     msg["reasoning_content"] = reasoning
-                choices.append({"index": i, "message": msg, "logprobs": lp_obj(a["toks"], a["lps"]),
-                                "finish_reason": a["finish_reason"]})
+                lp = lp_obj(*rescored[i]) if rescored is not None else lp_obj(a["toks"], a["lps"])
+                choices.append({"index": i, "message": msg, "logprobs": lp, "finish_reason": a["finish_reason"]})
             return {"id": cid, "object": "chat.completion", "created": created, "model": model_name,
                     "choices": choices, "usage": _usage(len(ids), sum(len(a["toks"]) for a in acc))}
         return await asyncio.to_thread(reply) if want_lp else reply()
 
     return app
+
+
+class WarmupGate:
+    """ASGI middleware: every ``/v1/`` request gets HTTP 503 (an OpenAI error, ``Retry-After``) until the engine's
+    warm-up is done, so that no request waits on a compile; other paths (``/health``, ``/metrics``) pass."""
+
+    def __init__(self, app, engine: AsyncEngine):
+        self.app, self.engine = app, engine
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or self.engine.ready.is_set() or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        done, total = self.engine.warmup_progress
+        body = json.dumps(error_body(f"the server is warming up ({done}/{total} compiled variants built); retry when "
+                                     "/health reports ok", "server_error", None, "warming_up")).encode()
+        await send({"type": "http.response.start", "status": 503,
+                    "headers": [(b"content-type", b"application/json"), (b"retry-after", b"5"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def prometheus_text(m: dict) -> str:
@@ -463,6 +548,12 @@ def prometheus_text(m: dict) -> str:
         ("openmimo_running_sequences", "gauge", "sequences decoding", m["running"]),
         ("openmimo_slots", "gauge", "KV-cache slots", m["slots"]),
     ]
+    rows += [("openmimo_compiled_variants_ready", "gauge", "compiled decode/prefill/first-token variants built",
+              m.get("compiled_variants_ready", 0)),
+             ("openmimo_eager_fallback_calls_total", "counter", "request-path calls served eagerly (variant not built)",
+              m.get("eager_fallback_calls", 0)),
+             ("openmimo_compiled_graphs_total", "counter", "graphs torch.compile built in this process",
+              m.get("compiled_graphs", 0))]
     lines = []
     for name, kind, help_text, value in rows:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {float(value)}"]
@@ -505,23 +596,43 @@ def add_arguments(parser) -> None:
     parser.add_argument("--served-model-name", default=None, help="the model id clients send (default: the folder name)")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                         help=f"largest request body accepted; larger ones get HTTP 413 (default: {DEFAULT_MAX_BODY_BYTES})")
+    parser.add_argument("--compile-cache", default=None,
+                        help="folder of compiled artifacts kept between runs (default: $OPENMIMO_COMPILE_CACHE or "
+                             "~/.cache/openmimo/compile)")
     add_engine_arguments(parser)
 
 
 def run(args) -> int:
     import uvicorn
 
-    from openmimo.cli import UsageError
+    from openmimo.config import UsageError
     from openmimo.infer.generate import build_engine
 
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a TCP port (1-65535)")
     if args.max_body_bytes < 1:
         raise UsageError(f"--max-body-bytes must be positive, got {args.max_body_bytes}")
-    engine, tokenizer = build_engine(args)
+    t0 = time.perf_counter()
+    cache = use_compile_cache(args.compile_cache)  # before anything compiles
+
+    def log(line: str) -> None:
+        print(f"openmimo serve: {line}", file=sys.stderr, flush=True)
+
+    # one decode graph per sampling mode (attention over the whole capacity, which the CUDA kernel makes cheap):
+    # 3 compiled decode variants to build at start-up instead of 3 per power-of-two length
+    engine, tokenizer = build_engine(args, kv_buckets=False, compile_on_request=False)
     name = args.served_model_name or args.model.rstrip("/").split("/")[-1]
-    aengine = AsyncEngine(engine)
+    log(f"{name} loaded in {time.perf_counter() - t0:.1f} s ({engine.slots} slots x {engine.max_len} tokens); "
+        f"building {len(engine.compiled_variants())} compiled variants (cache: {cache})")
+    aengine = AsyncEngine(engine, warmup=True, log=log)
     app = create_app(aengine, tokenizer, name, max_body_bytes=args.max_body_bytes)
+
+    def report_ready():
+        aengine.ready.wait()
+        counts = ", ".join(f"{k} {v}" for k, v in cache_counts().items())
+        log(f"ready {time.perf_counter() - t0:.1f} s after start ({counts})")
+
+    threading.Thread(target=report_ready, daemon=True).start()
     print(f"openmimo serve: {name} on http://{args.host}:{args.port} ({engine.slots} slots x {engine.max_len} tokens)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     aengine.shutdown()

@@ -142,6 +142,12 @@ class MiMoConfig:
             for k in ("attention_bias", "num_nextn_predict_layers"):
                 if k not in d:
                     raise ValueError(f"{src}: missing field '{k}'")
+        rope = d.get("rope_parameters")  # transformers >= 5 writes rope_theta here
+        if "rope_theta" not in d and isinstance(rope, dict) and "rope_theta" in rope:
+            if rope.get("rope_type", "default") != "default":
+                raise ValueError(f"{src}: key 'rope_parameters': rope_type {rope.get('rope_type')!r} is not "
+                                 f"supported (only 'default')")
+            kwargs["rope_theta"] = _typed(rope["rope_theta"], float, "rope_parameters.rope_theta", src)
         if "torch_dtype" not in kwargs and isinstance(d.get("dtype"), str):
             kwargs["torch_dtype"] = d["dtype"]
         extra = {k: v for k, v in d.items() if k in _PASSTHROUGH}

@@ -1,6 +1,7 @@
 """Read and write the Hugging Face checkpoint layout of MiMo.
 
-A checkpoint folder holds ``config.json`` (MiMo field names), ``generation_config.json``, one
+A checkpoint folder holds ``config.json`` (MiMo field names, with the ``auto_map`` that points transformers at
+``configuration_mimo.py`` / ``modeling_mimo.py``, written alongside), ``generation_config.json``, one
 ``model.safetensors`` or several ``model-0000i-of-0000N.safetensors`` shards with
 ``model.safetensors.index.json``, and optionally ``tokenizer.json`` / ``tokenizer_config.json``.
 Tensor names are the module paths of :class:`MiMoForCausalLM`, which mirror MiMo's own.
@@ -26,6 +27,11 @@ from openmimo.model.config import MiMoConfig
 from openmimo.model.mimo import MiMoForCausalLM, build_model
 
 INDEX_NAME = "model.safetensors.index.json"
+# The model code written next to config.json, for transformers' trust_remote_code (see hf_code/).
+HF_CODE_DIR = Path(__file__).parent / "hf_code"
+HF_CODE_FILES = ("configuration_mimo.py", "modeling_mimo.py")
+AUTO_MAP = {"AutoConfig": "configuration_mimo.MiMoConfig", "AutoModel": "modeling_mimo.MiMoModel",
+            "AutoModelForCausalLM": "modeling_mimo.MiMoForCausalLM"}
 SINGLE_NAME = "model.safetensors"
 # Buffers some exporters write that carry no information for us.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -94,7 +100,10 @@ def save_pretrained(model: MiMoForCausalLM, path, tokenizer=None, max_shard_size
     def write(tmp: Path) -> None:
         cfg = model.config.to_hf_dict()
         cfg["torch_dtype"] = dtype_name
+        cfg["auto_map"] = dict(AUTO_MAP)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        for name in HF_CODE_FILES:
+            shutil.copyfile(HF_CODE_DIR / name, tmp / name)
         gen = {"bos_token_id": model.config.bos_token_id, "eos_token_id": model.config.eos_token_id,
                "do_sample": True, "temperature": 0.6, "top_p": 0.95}
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")

@@ -4,13 +4,16 @@ Main model: a Qwen2-style decoder — token embedding, N blocks of (pre-RMSNorm,
 with q/k/v bias and RoPE, residual; pre-RMSNorm, SwiGLU MLP, residual), a final RMSNorm and the
 output head (tied to the embedding or not).
 
-MTP layer k (k = 1..K) follows MiMo's tensor layout: it takes the hidden state of depth k-1
-(depth 0 = the main model's last hidden state, before the final norm) and the embedding of the
-token k positions ahead, normalises them (``hidden_layernorm``, ``token_layernorm``),
-concatenates ``[hidden, embedding]``, projects 2d -> d (``input_proj``), runs one decoder block,
-applies ``final_layernorm`` and the shared output head.  At position t, depth k predicts token
-t+1+k.  The block output *before* ``final_layernorm`` feeds depth k+1 (a choice: MiMo's public
-code only ships one MTP layer, so the hand-over between depths is ours).
+MTP layer k (k = 1..K) follows MiMo's tensor layout and the forward that vLLM (``mimo_mtp.py``, Xiaomi's
+integration) and SGLang (``mimo_mtp.py``) run: it takes the hidden state of depth k-1 and the embedding of the
+token k positions ahead; the embedding is zeroed where the position id is 0 (a document's first position);
+both are normalised (``hidden_layernorm``, ``token_layernorm``), concatenated ``[hidden, embedding]``,
+projected 2d -> d (``input_proj``), run through one decoder block and ``final_layernorm``, and the shared
+output head gives the logits.  At position t, depth k predicts token t+1+k.  Depth 0 is the main model's
+last hidden state *before* the final norm (vLLM's ``MiMoModel.forward`` returns it and applies ``norm`` only
+in ``compute_logits``; SGLang's Qwen2-based MiMo feeds the normed state instead: see docs/interop.md).
+Depth k+1 takes depth k's ``final_layernorm`` output, which is what both engines chain when they draft
+several tokens.
 
 Packed sequences: position ids restart at 0 at each document start; attention is then masked to
 stay inside a document, and every target (main and MTP) whose token lies in another document than
@@ -296,11 +299,12 @@ class MTPLayer(DecoderLayer):
         self.input_proj = nn.Linear(2 * d, d, bias=False)
         self.final_layernorm = RMSNorm(d, cfg.rms_norm_eps)
 
-    def forward(self, prev_hidden, next_embeds, cos, sin, mask, kv_cache=None):
-        """Returns (block output for the next depth, normalised output for the head)."""
+    def forward(self, prev_hidden, next_embeds, position_ids, cos, sin, mask, kv_cache=None):
+        """The normalised output (B, T, d): the head's input and the next depth's hidden state.
+        ``position_ids`` (B, T): the embedding is zeroed where they are 0."""
+        next_embeds = next_embeds.masked_fill((position_ids == 0)[..., None], 0.0)
         x = self.input_proj(torch.cat([self.hidden_layernorm(prev_hidden), self.token_layernorm(next_embeds)], -1))
-        x = super().forward(x, cos, sin, mask, kv_cache)
-        return x, self.final_layernorm(x)
+        return self.final_layernorm(super().forward(x, cos, sin, mask, kv_cache))
 
 
 class MiMoModel(nn.Module):
@@ -397,8 +401,8 @@ class MiMoForCausalLM(nn.Module):
             prev = x
             for k, layer in enumerate(self.model.mtp_layers, start=1):
                 next_ids = F.pad(input_ids[:, k:], (0, k), value=0)
-                prev, hk = layer(prev, self.model.embed_tokens(next_ids), cos, sin, mask)
-                out.mtp_losses.append(self._shifted_loss(out, self.lm_head(hk), labels, attention_mask, doc, 1 + k))
+                prev = layer(prev, self.model.embed_tokens(next_ids), position_ids, cos, sin, mask)
+                out.mtp_losses.append(self._shifted_loss(out, self.lm_head(prev), labels, attention_mask, doc, 1 + k))
         out.logits = _keep_positions(out.logits, logits_to_keep)
         return out
 
@@ -425,11 +429,12 @@ class MiMoForCausalLM(nn.Module):
         return s / n.clamp(min=1)
 
     def mtp_forward(self, depth: int, prev_hidden, next_ids, position_ids, kv_cache=None, mask=None):
-        """One MTP depth (1-based) for drafting: returns (hidden for depth+1, logits)."""
+        """One MTP depth (1-based) for drafting: returns (hidden for depth+1, logits).  ``prev_hidden`` is
+        ``hidden_states`` of the main forward for depth 1, the previous call's hidden for deeper ones."""
         layer = self.model.mtp_layers[depth - 1]
         cos, sin = self._rope(position_ids, prev_hidden.dtype)
-        nxt, h = layer(prev_hidden, self.model.embed_tokens(next_ids), cos, sin, mask, kv_cache)
-        return nxt, self.lm_head(h)
+        h = layer(prev_hidden, self.model.embed_tokens(next_ids), position_ids, cos, sin, mask, kv_cache)
+        return h, self.lm_head(h)
 
 
 def build_model(cfg: MiMoConfig, device="cpu", dtype: torch.dtype | None = None, seed: int | None = 0,

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from openmimo.config import to_dict
 from openmimo.model.mimo import MiMoForCausalLM, build_model
 
 
@@ -67,6 +68,13 @@ def build_parallel_model(cfg, rt, seed: int = 0, compile: bool = False,
     # Every rank initialises the full model on its own device from the same seed (the same RNG
     # stream as a one-device run), then shards it.
     model = build_model(cfg, device=rt.device, dtype=torch.float32, seed=seed)
+    return parallelize(model, rt, compile=compile, activation_checkpointing=activation_checkpointing)
+
+
+def parallelize(model: MiMoForCausalLM, rt, compile: bool = False,
+                activation_checkpointing: bool = False) -> MiMoForCausalLM:
+    """Activation checkpointing, compile, FSDP2 (when distributed), in that order, on a built model
+    (the same full weights on every rank, e.g. a loaded checkpoint)."""
     if activation_checkpointing:
         apply_activation_checkpointing(model)
     if compile:
@@ -81,9 +89,6 @@ CONFIG_FILE = "openmimo_config.yaml"  # the resolved stage config, written into 
 
 def config_yaml(cfg) -> str:
     import yaml
-
-    from openmimo.config import to_dict
-
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
@@ -94,12 +99,15 @@ def full_state_dict(model: nn.Module) -> dict:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def export_hf(model: nn.Module, path, tokenizer, cfg, rt) -> None:
-    """Write the model in the Hugging Face layout in ``cfg.model.torch_dtype`` (rank 0 writes)."""
+def export_hf(model: nn.Module, path, tokenizer, cfg, rt, model_cfg=None) -> None:
+    """Write the model in the Hugging Face layout in its config's ``torch_dtype`` (rank 0 writes).
+
+    ``model_cfg``: the model's MiMoConfig (default ``cfg.model``; a stage that starts from a checkpoint passes its own)."""
     sd = full_state_dict(model)
+    model_cfg = model_cfg or cfg.model
     if rt.is_main:
-        dtype = getattr(torch, cfg.model.torch_dtype)
-        out = build_model(cfg.model, device="cpu", dtype=dtype, init=False)
+        dtype = getattr(torch, model_cfg.torch_dtype)
+        out = build_model(model_cfg, device="cpu", dtype=dtype, init=False)
         out.load_state_dict({k: v.to(dtype) for k, v in sd.items()})
         out.save_pretrained(path, tokenizer=tokenizer, extra_files={CONFIG_FILE: config_yaml(cfg)})
     if rt.distributed:
