@@ -5,7 +5,10 @@ tokenizer) and ``tokenizer_config.json`` (special tokens, chat template) in the 
 layout, so ``transformers.AutoTokenizer.from_pretrained(folder)`` loads what :meth:`Tokenizer.save`
 writes, and :func:`load_tokenizer` also reads the real MiMo-7B / Qwen2 layout.
 
-The chat format (Qwen/MiMo style), shared by SFT, RL, evaluation and the server::
+Chat.  A tokenizer renders conversations with its own ``chat_template`` (a loaded checkpoint's
+Jinja template, e.g. MiMo-7B's with its default system prompt; openmimo's own format for a
+freshly trained tokenizer), through :mod:`openmimo.chat` — the one place templates are rendered,
+exactly as transformers renders them.  openmimo's format (``CHAT_TEMPLATE``)::
 
     <|im_start|>{role}\\n{content}<|im_end|>\\n          one per message, no default system prompt
     <|im_start|>assistant\\n                             the generation prompt
@@ -22,10 +25,6 @@ so ``skip_special_tokens=True`` keeps them and :func:`split_reasoning` still wor
 text.  transformers behaves the same with the saved config (they are not in
 ``additional_special_tokens``).  Tokenizers loaded from elsewhere (e.g. MiMo's, where the think
 tags are plain text) report ``think_start_id``/``think_end_id`` as ``None``.
-
-Simplification: :meth:`Tokenizer.apply_chat_template` always renders the format above in Python;
-a different ``chat_template`` found in a loaded ``tokenizer_config.json`` is kept (as
-``.chat_template``) and re-saved, but not executed.
 """
 
 from __future__ import annotations
@@ -38,6 +37,9 @@ from typing import Iterable, Sequence
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as _HFTokenizer
 
+from openmimo import chat
+from openmimo.chat import DEFAULT_CHAT_TEMPLATE as CHAT_TEMPLATE
+from openmimo.chat import THINK_END, THINK_START, format_assistant, split_reasoning
 from openmimo.config import ConfigError
 
 __all__ = [
@@ -46,7 +48,6 @@ __all__ = [
 ]
 
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
-THINK_START, THINK_END = "<think>", "</think>"
 SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)  # stripped by skip_special_tokens
 THINK_TOKENS = (THINK_START, THINK_END)  # added, never split, never stripped
 DEFAULT_MAX_LENGTH = 32768
@@ -56,78 +57,9 @@ _SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-# The Jinja twin of `Tokenizer.apply_chat_template` (tested for equality through transformers).
-CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{%- set content = message.get('content') or '' %}"
-    "{%- if message['role'] == 'assistant' and message.get('reasoning_content') is not none %}"
-    "{%- set content = '<think>\\n' + message['reasoning_content'].strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') %}"
-    "{%- endif %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + content + '<|im_end|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
-
-_ROLES = ("system", "user", "assistant", "tool")
-
-
-def format_assistant(content: str | None, reasoning: str | None = None) -> str:
-    """The text of an assistant turn: ``<think>\\n{reasoning}\\n</think>\\n\\n{answer}``, or just the content."""
-    content = content or ""
-    if reasoning is None:
-        return content
-    return f"{THINK_START}\n{reasoning.strip(chr(10))}\n{THINK_END}\n\n{content.lstrip(chr(10))}"
-
-
-def split_reasoning(text: str) -> tuple[str | None, str]:
-    """Split a model's output into ``(reasoning, answer)``.
-
-    ``"<think>\\nR\\n</think>\\n\\nA"`` -> ``("R", "A")``.  Without a think block the reasoning is
-    ``None`` and the whole text is the answer; an unclosed ``<think>`` (generation cut off)
-    gives all of the rest as reasoning and an empty answer.  A missing opening tag before a
-    ``</think>`` (prompts that already end in ``<think>``) is accepted.
-    """
-    end = text.find(THINK_END)
-    start = text.find(THINK_START)
-    if end < 0:
-        if start < 0:
-            return None, text
-        return text[start + len(THINK_START):].strip("\n"), ""
-    begin = start + len(THINK_START) if 0 <= start < end else 0
-    return text[begin:end].strip("\n"), text[end + len(THINK_END):].lstrip("\n")
-
-
-def _render(messages: Sequence[dict], add_generation_prompt: bool) -> tuple[str, list[tuple[int, int]]]:
-    """The chat string and the character spans that are trained on (assistant content + <|im_end|>)."""
-    out: list[str] = []
-    spans: list[tuple[int, int]] = []
-    pos = 0
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or "role" not in m:
-            raise ValueError(f"message {i} must be a dict with a 'role' (got {m!r:.80})")
-        role = m["role"]
-        if role not in _ROLES:
-            raise ValueError(f"message {i}: unknown role {role!r} (choose from {', '.join(_ROLES)})")
-        content = m.get("content") or ""
-        if not isinstance(content, str):
-            raise ValueError(f"message {i}: content must be a string, got {type(content).__name__}")
-        if role == "assistant":
-            content = format_assistant(content, m.get("reasoning_content"))
-        head = f"{IM_START}{role}\n"
-        body = content + IM_END
-        if role == "assistant":
-            spans.append((pos + len(head), pos + len(head) + len(body)))
-        piece = head + body + "\n"
-        out.append(piece)
-        pos += len(piece)
-    if add_generation_prompt:
-        out.append(f"{IM_START}assistant\n")
-    return "".join(out), spans
-
-
 def format_chat(messages: Sequence[dict], add_generation_prompt: bool = False) -> str:
-    """The chat-format string of ``messages`` (what :meth:`Tokenizer.apply_chat_template` returns)."""
-    return _render(messages, add_generation_prompt)[0]
+    """The conversation in openmimo's own chat format (what a freshly trained tokenizer renders)."""
+    return chat.render(messages, CHAT_TEMPLATE, add_generation_prompt=add_generation_prompt)
 
 
 class Tokenizer:
@@ -187,29 +119,33 @@ class Tokenizer:
     def id_to_token(self, i: int) -> str | None:
         return self._tok.id_to_token(int(i))
 
-    # -- chat -----------------------------------------------------------------------------------
-    def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = False) -> str:
-        """The conversation as one string in the chat format (see the module docstring)."""
-        return _render(messages, add_generation_prompt)[0]
+    # -- chat ---------------------------------------------------------------------------------
+    def template_special_tokens(self) -> dict[str, str]:
+        """The named special tokens a chat template sees, as transformers passes them (those that are set).
+
+        A token named in the loaded ``tokenizer_config.json`` (even as ``null``) is taken from there;
+        otherwise the value :meth:`hf_config` writes.
+        """
+        out = {}
+        for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
+            value = _token_str(self.config[name]) if name in self.config else getattr(self, name, None)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = False, **kwargs) -> str:
+        """The conversation rendered by this tokenizer's chat template (:func:`openmimo.chat.render`)."""
+        return chat.render(messages, self.chat_template, add_generation_prompt=add_generation_prompt,
+                           special_tokens=self.template_special_tokens(), **kwargs)
 
     def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = False) -> tuple[list[int], list[int]]:
-        """``(ids, loss_mask)`` of a conversation: ids == ``encode(apply_chat_template(...))``.
+        """``(ids, loss_mask)`` of a conversation (:func:`openmimo.chat.render_ids_and_mask` with this template).
 
         The mask is 1 on the tokens of each assistant turn's content (think block included) and
         its closing ``<|im_end|>``; 0 on role headers, system/user/tool text, the newline after
-        ``<|im_end|>`` and the generation prompt.  Tokens are assigned by where they start in the
-        text, so the ids are exactly those of the whole string, never a re-segmentation.
+        ``<|im_end|>`` and the generation prompt.
         """
-        text, spans = _render(messages, add_generation_prompt)
-        enc = self._tok.encode(text, add_special_tokens=False)
-        mask = [0] * len(enc.ids)
-        k = 0
-        for t, (start, _end) in enumerate(enc.offsets):
-            while k < len(spans) and start >= spans[k][1]:
-                k += 1
-            if k < len(spans) and spans[k][0] <= start < spans[k][1]:
-                mask[t] = 1
-        return list(enc.ids), mask
+        return chat.render_ids_and_mask(self, messages, self.chat_template, add_generation_prompt=add_generation_prompt)
 
     # -- files ----------------------------------------------------------------------------------
     def hf_config(self) -> dict:
@@ -251,6 +187,11 @@ class Tokenizer:
         tmp = folder / "tokenizer_config.json.tmp"
         tmp.write_text(json.dumps(self.hf_config(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(tmp, folder / "tokenizer_config.json")
+        jinja_file = folder / "chat_template.jinja"  # transformers prefers it over the config's template
+        if jinja_file.exists():
+            tmp = folder / "chat_template.jinja.tmp"
+            tmp.write_text(self.chat_template, encoding="utf-8")
+            os.replace(tmp, jinja_file)
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, eos={self.eos_token!r}, pad={self.pad_token!r})"
@@ -319,6 +260,12 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         content = spec.get("content") if isinstance(spec, dict) else None
         if content and tok.token_to_id(content) is None:
             raise ConfigError(f"{cfg_file}: added token {content!r} (id {i}) is not in {tok_file.name}")
+    try:
+        template = chat.load_chat_template(folder)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if template is not None:
+        config["chat_template"] = template
     try:
         return Tokenizer(tok, config)
     except ValueError as e:

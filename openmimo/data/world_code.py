@@ -18,15 +18,8 @@ import json
 import random
 from dataclasses import dataclass, field
 
-_LCB_PREAMBLE = ("You are an expert Python programmer. You will be given a question (problem specification) and will "
-                 "generate a correct Python program that matches the specification and passes all tests. You will NOT "
-                 "return anything except for the program.\n### Question:\n")
-_FMT_STDIN = ("\n\n### Format: Read the inputs from stdin solve the problem and write the answer to stdout (do not "
-              "directly test on the sample inputs). Enclose your code within delimiters as follows.\n```python\n"
-              "# YOUR CODE HERE\n```\n\n### Answer: (use the provided format with backticks)\n\n")
-_FMT_CALL = ("\n\n### Format: You will use the following starter code to write the solution to the problem and enclose "
-             "your code within delimiters.\n```python\n{starter}\n```\n\n### Answer: (use the provided format with "
-             "backticks)\n\n")
+from openmimo.eval.prompts import CODE_OPEN, LCB_FORMAT_CALL, LCB_FORMAT_STDIN, LCB_PREAMBLE, code_base_prompt
+
 _PY = {"int": "int", "list[int]": "List[int]", "str": "str", "list[str]": "List[str]", "bool": "bool"}
 
 
@@ -224,7 +217,7 @@ def make_problems(fam: Family, rng: random.Random, split: str, index: int, large
             content = (f"{fam.desc}\n\nExample 1:\n\nInput: {shown}\nOutput: {ex['output']}\n\n"
                        f"Constraints:\n\nInputs have at most {large_n} elements.")
             starter, solution = _starter(fam), _call_program(fam)
-            prompt = _LCB_PREAMBLE + content + _FMT_CALL.format(starter=starter)
+            prompt = LCB_PREAMBLE + content + LCB_FORMAT_CALL.format(starter=starter)
         else:
             fmt = "\n".join(f"- {n}: " + ("an integer on one line" if t == "int" else "a string on one line" if t == "str"
                                           else "its length on one line, then its items separated by spaces")
@@ -234,7 +227,7 @@ def make_problems(fam: Family, rng: random.Random, split: str, index: int, large
             content = (f"{fam.desc}\n\nInput\n\nThe input gives, in order:\n{fmt}\n\nOutput\n\n{outfmt}"
                        f"\n\nSample Input 1:\n\n{ex['input']}\n\nSample Output 1:\n\n{ex['output']}\n")
             starter, solution = "", _stdin_program(fam)
-            prompt = _LCB_PREAMBLE + content + _FMT_STDIN
+            prompt = LCB_PREAMBLE + content + LCB_FORMAT_STDIN
         qid = f"world-{split}-{index:03d}-{'call' if testtype == 'functional' else 'io'}"
         records.append({
             # LiveCodeBench (HF dataset) fields
@@ -254,18 +247,12 @@ def make_problems(fam: Family, rng: random.Random, split: str, index: int, large
     return records
 
 
-CODE_OPEN = "```python\n"  # the fence that opens the program in code_text (and ends code_prompt)
-
-
 def code_text(rec: dict) -> str:
     """Pre-training text of a code record: statement, then the reference program."""
     return f"{rec['question_content']}\n\nSolution:\n{CODE_OPEN}{rec['solution']}```\n"
 
 
-def code_prompt(statement: str) -> str:
-    """Prompt for a base model, in the format of :func:`code_text`: it continues with the program, so a
-    completion lacks the opening fence (:data:`CODE_OPEN`) that the judge looks for."""
-    return f"{statement}\n\nSolution:\n{CODE_OPEN}"
+code_prompt = code_base_prompt  # the base-model prompt of every code task (openmimo/eval/prompts.py)
 
 
 def code_reasoning(rec: dict, rng: random.Random) -> tuple[str, str]:

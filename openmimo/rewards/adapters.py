@@ -13,7 +13,9 @@
 Test formats understood by :func:`tests_from_record`: our own list of test dicts; LiveCodeBench /
 PRIME / APPS style ``{"inputs": [...], "outputs": [...], "fn_name": ...}``; SandboxFusion
 CodeContests ``[{"input": {"stdin": ...}, "output": {"stdout": ...}}]``; MBPP ``test_list`` asserts
-(+ ``test_setup_code``).  JSON strings of any of these are decoded first.
+(+ ``test_setup_code``) and a plain list of assert strings; HumanEval ``{"test": "def check(candidate):
+...", "entry_point": NAME}`` (one check: the test code, then ``check(NAME)``); a ``test`` string of
+assert lines.  JSON strings of any of these are decoded first.
 """
 
 from __future__ import annotations
@@ -31,6 +33,30 @@ MATH_SOURCES = ("gsm8k", "math", "aime", "amc", "numina", "deepscaler", "olympia
 # LiveCodeBench and LeetCode graders run call-based solutions after these imports (``List`` etc.)
 CALL_PRELUDE = ("from typing import *\nfrom collections import *\nfrom functools import *\nfrom itertools import *\n"
                 "from heapq import *\nfrom bisect import *\nimport math, string, re, sys\n")
+# HumanEval's checks compare results with ==, which an object with an always-true __eq__ passes; its answers are
+# plain values, so the candidate's results must be built-in scalars and containers (exact types, read through
+# the type of a literal, which a program cannot rebind) or the check fails.
+PLAIN_RESULT_GUARD = """
+def _plain_results(fn, _T=(0).__class__.__class__, _ok=((0).__class__, (0.0).__class__, (0j).__class__, ''.__class__,
+                   True.__class__, None.__class__, b''.__class__, [].__class__, ().__class__, {}.__class__,
+                   {0}.__class__)):
+    def plain(x, depth=0):
+        t = _T(x)
+        if depth > 50 or not any(t is k for k in _ok):
+            raise AssertionError('result of type ' + t.__name__ + ' is not a plain value')
+        if t is [].__class__ or t is ().__class__ or t is {0}.__class__:
+            for y in x:
+                plain(y, depth + 1)
+        elif t is {}.__class__:
+            for k2, v2 in x.items():
+                plain(k2, depth + 1)
+                plain(v2, depth + 1)
+        return x
+
+    def guarded(*args, **kwargs):
+        return plain(fn(*args, **kwargs))
+    return guarded
+"""
 CODE_SOURCES = ("code", "livecodebench", "lcb", "apps", "taco", "mbpp", "humaneval", "codeforces", "leetcode",
                 "primeintellect", "kodcode")
 
@@ -48,13 +74,26 @@ def extract_code(completion: str, think_end: str | None = "</think>") -> str | N
 
 
 def _maybe_json(x):
+    """A JSON (or Python-literal) string decoded; any other string (test code) as it is."""
     if isinstance(x, str):
         s = x.strip()
         try:
             return json.loads(s)
         except json.JSONDecodeError:
+            pass
+        try:
             return ast.literal_eval(s)  # Python-literal lists, as in some dataset dumps
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return x
     return x
+
+
+def _assert_checks(code: str, setup: str = "") -> list[dict]:
+    """Test code -> checks: one per line when every line is an ``assert``, else the whole code as one."""
+    lines = [ln for ln in code.splitlines() if ln.strip()]
+    if lines and all(ln.lstrip().startswith("assert") for ln in lines):
+        return [{"check": (setup + "\n" + ln.strip()).strip()} for ln in lines]
+    return [{"check": (setup + "\n" + code).strip()}]
 
 
 def _args_of(inp):
@@ -87,6 +126,11 @@ def tests_from_record(gt) -> list[dict]:
         if fn and fn != "None":
             return [{"fn": fn, "args": _args_of(i), "expected": _maybe_json(o)} for i, o in zip(ins, outs, strict=True)]
         return [{"input": i, "output": o} for i, o in zip(ins, outs, strict=True)]
+    if isinstance(gt, dict) and isinstance(gt.get("test"), str) and gt.get("entry_point"):
+        # HumanEval: the test code defines check(candidate); the check calls it on the entry point, guarded
+        return [{"check": f"{gt['test']}\n\n{PLAIN_RESULT_GUARD}\ncheck(_plain_results({gt['entry_point']}))\n"}]
+    if isinstance(gt, dict) and isinstance(gt.get("test"), str) and not isinstance(_maybe_json(gt["test"]), list):
+        return _assert_checks(gt["test"], gt.get("test_setup_code", "") or "")
     if isinstance(gt, dict) and ("test_list" in gt or "test" in gt and isinstance(_maybe_json(gt["test"]), list)):
         asserts = _maybe_json(gt.get("test_list", gt.get("test")))
         if asserts and isinstance(asserts[0], dict):
@@ -102,7 +146,7 @@ def tests_from_record(gt) -> list[dict]:
             elif isinstance(t, dict):
                 out.append(t)
             elif isinstance(t, str) and t.lstrip().startswith("assert"):
-                out.append({"check": t})
+                out.append({"check": t.strip()})
             else:
                 raise ValueError(f"unsupported test entry: {str(t)[:80]!r}")
         return out
@@ -111,43 +155,30 @@ def tests_from_record(gt) -> list[dict]:
 
 def score_code(completion: str, tests, levels=None, scheme: str = "soft", level_scores=None, judge=None,
                limits=None) -> RewardResult:
-    """Extract the program, judge it, and score it with the chosen scheme."""
-    from openmimo.rewards.sandbox import default_judge
-
-    code = extract_code(completion)
-    if code is None:
-        return RewardResult(0.0, "no fenced Python code block after the reasoning block")
-    tl = tests_from_record(tests)
-    if any(t.get("fn") for t in tl):
-        code = CALL_PRELUDE + code
-    verdicts = (judge or default_judge()).run(code, tl, limits, stop_early=(scheme == "binary"))
-    score = code_reward(verdicts, levels, scheme, level_scores)
-    n = sum(v.passed for v in verdicts)
-    return RewardResult(score, f"{n}/{len(verdicts)} tests passed ({scheme})")
+    """Extract the program, judge it, and score it with the chosen scheme (never raises: a record the
+    judge cannot use scores 0 with the reason)."""
+    return submit_code_reward(completion, tests, levels, scheme, level_scores, judge, limits).result()
 
 
-def submit_code_reward(completion: str, tests, levels=None, scheme: str = "soft", level_scores=None, judge=None,
-                       limits=None):
-    """Asynchronous :func:`score_code`: a Future[RewardResult] that never raises.
+def submit_program_reward(code: str, tests, levels=None, scheme: str = "soft", level_scores=None, judge=None,
+                          limits=None):
+    """Judge an already-extracted program: a Future[RewardResult] that never raises.
 
-    Prefer this to wrapping ``score_code`` in a :class:`~openmimo.rewards.pool.RewardPool`: the judge
-    already runs programs in parallel, isolated and time-limited, so no extra process is needed (a
-    pool worker would start its own judge, one sandbox per core, in every worker)."""
+    ``tests`` is any format :func:`tests_from_record` understands; tests the judge cannot use
+    (unknown format, no tests) score 0 with the reason."""
     from concurrent.futures import Future
 
     from openmimo.rewards.sandbox import default_judge
 
     out: Future = Future()
-    code = extract_code(completion)
-    if code is None:
-        out.set_result(RewardResult(0.0, "no fenced Python code block after the reasoning block"))
-        return out
     try:
         tl = tests_from_record(tests)
+        if not tl:
+            raise ValueError("the record has no tests")
         if any(t.get("fn") for t in tl):
             code = CALL_PRELUDE + code
         fut = (judge or default_judge()).submit(code, tl, limits, stop_early=(scheme == "binary"))
-    except (ValueError, TypeError, SyntaxError) as e:
+    except (ValueError, TypeError, SyntaxError, KeyError) as e:
         out.set_result(RewardResult(0.0, f"bad tests: {e}"[:200]))
         return out
 
@@ -162,6 +193,23 @@ def submit_code_reward(completion: str, tests, levels=None, scheme: str = "soft"
 
     fut.add_done_callback(done)
     return out
+
+
+def submit_code_reward(completion: str, tests, levels=None, scheme: str = "soft", level_scores=None, judge=None,
+                       limits=None):
+    """Asynchronous :func:`score_code`: a Future[RewardResult] that never raises.
+
+    Prefer this to wrapping ``score_code`` in a :class:`~openmimo.rewards.pool.RewardPool`: the judge
+    already runs programs in parallel, isolated and time-limited, so no extra process is needed (a
+    pool worker would start its own judge, one sandbox per core, in every worker)."""
+    from concurrent.futures import Future
+
+    code = extract_code(completion)
+    if code is None:
+        out: Future = Future()
+        out.set_result(RewardResult(0.0, "no fenced Python code block after the reasoning block"))
+        return out
+    return submit_program_reward(code, tests, levels, scheme, level_scores, judge, limits)
 
 
 def _is_code_source(data_source: str) -> bool:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from openmimo.config import ConfigError, UsageError
+
 SCHEMES = ("binary", "strict", "soft")
 
 
@@ -145,9 +147,6 @@ def _read_jsonl(path: Path):
 
 
 def run(args) -> int:
-    from openmimo.cli import UsageError
-    from openmimo.config import ConfigError
-
     if (args.matrix is None) == (args.solutions is None):
         raise UsageError("give exactly one of --matrix or --solutions")
     if args.levels < 1:

@@ -20,6 +20,7 @@ import re
 import threading
 from concurrent.futures import Future
 
+from openmimo.config import ConfigError
 from openmimo.rewards.pool import RewardPool, RewardResult
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -82,8 +83,6 @@ def require_math_verify() -> None:
     try:
         import math_verify  # noqa: F401
     except ImportError as e:
-        from openmimo.config import ConfigError
-
         raise ConfigError("the math reward needs the math-verify package, which is not installed "
                           "(pip install math-verify; openmimo's own install brings it)") from e
 
@@ -96,6 +95,14 @@ def _parse_gold(gold: str):
         if parsed:
             return parsed
     return []
+
+
+def gold_parses(gold) -> bool:
+    """Whether Math-Verify can parse a gold answer (of any benchmark format); in this process."""
+    try:
+        return bool(_parse_gold(normalise_gold(gold)))
+    except (TypeError, ValueError):
+        return False
 
 
 def verify_answer(answer: str, gold, mode: str = "boxed") -> RewardResult:

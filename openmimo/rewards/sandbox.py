@@ -50,6 +50,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+from openmimo.config import UsageError
 from openmimo.rewards.compare import stdout_matches, value_matches
 from openmimo.rewards.isolation import IsolationUnavailable, SandboxDied, SandboxProcess, resolve_backend
 
@@ -413,8 +414,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from openmimo.cli import UsageError
-
     code_path, tests_path = Path(args.code), Path(args.tests)
     if not code_path.is_file():
         raise UsageError(f"--code: file not found: {code_path}")

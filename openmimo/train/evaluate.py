@@ -1,46 +1,36 @@
 """Held-out evaluation of a pre-trained base model: math answer accuracy and per-depth MTP accuracy.
 
-Math: greedy completion of ``Problem: ...\\nSolution:`` prompts (the format of the pre-training
-text), the last ``\\boxed{}`` compared with the gold answer as a normalised string.  MTP: on
-held-out text, the share of positions where depth k's arg-max equals token t+1+k (depth 0 is the
-main head's next-token accuracy).
+Math: greedy completion of the world-math task's base prompts (``Problem: ...\nSolution:``, the
+format of the pre-training text), scored by the task (Math-Verify on the last balanced
+``\boxed{}``, in the reward pool).  MTP: on held-out text, the share of positions where depth k's
+arg-max equals token t+1+k (depth 0 is the main head's next-token accuracy).
 """
 
 from __future__ import annotations
 
-import re
-
 import torch
-
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-
-
-def last_boxed(text: str) -> str | None:
-    m = _BOXED.findall(text)
-    return m[-1].strip() if m else None
-
-
-def _norm(ans: str) -> str:
-    return ans.replace(" ", "").replace(",", "").rstrip(".")
 
 
 @torch.no_grad()
 def math_accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int = 64, batch_size: int = 32,
                   prompt_fn=None) -> tuple[float, int]:
-    from openmimo.data.world_math import math_prompt
+    """Share of ``problems`` (problem, answer) whose greedy completion the world-math task scores 1;
+    ``prompt_fn(problem_text)`` replaces the task's base prompt."""
+    from openmimo.eval.tasks import get_task
     from openmimo.infer.oracle import greedy_batch
 
-    prompt_fn = prompt_fn or math_prompt
+    task = get_task("world_math")
     if not problems:
         return 0.0, 0
-    correct = 0
+    futures = []
     for i in range(0, len(problems), batch_size):
         chunk = problems[i:i + batch_size]
-        prompts = [tokenizer.encode(prompt_fn(p["problem"])) for p in chunk]
+        prompts = [tokenizer.encode(prompt_fn(p["problem"]) if prompt_fn else task.prompt(p, style="base"))
+                   for p in chunk]
         outs = greedy_batch(model, prompts, max_new_tokens, stop_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
         for p, o in zip(chunk, outs):
-            pred = last_boxed(tokenizer.decode(o, skip_special_tokens=True))
-            correct += pred is not None and _norm(pred) == _norm(str(p["answer"]))
+            futures.append(task.submit_score(p, tokenizer.decode(o, skip_special_tokens=True), style="base"))
+    correct = sum(f.result().score >= 1.0 for f in futures)
     return correct / len(problems), len(problems)
 
 
