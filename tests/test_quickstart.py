@@ -23,7 +23,7 @@ def test_the_presets_are_fixed_work():
     """No time guard decides how much the main job learns: it is the same on a fast and a slow machine."""
     assert load(PretrainConfig, CONFIGS / "tiny.yaml").train.time_limit_s == 0
     rl = load(RLConfig, CONFIGS / "rl_tiny.yaml")
-    assert rl.train.time_limit_s == 0 and rl.train.steps > 0
+    assert rl.train.time_limit_s == 0 and rl.train.max_steps > 0
 
 
 SMALL = ["pretrain.stages.0.tokens=8192", "pretrain.stages.1.tokens=4096", "pretrain.stages.2.tokens=4096",

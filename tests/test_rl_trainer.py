@@ -18,7 +18,7 @@ def ckpt(tiny_math_ckpt):
 def _cfg(root, out, steps, mode="early_termination"):
     return load(RLConfig, None, [f"train.model_path={root / 'base'}", f"data.train_path={root / 'train.jsonl'}",
                                  f"data.val_path={root / 'train.jsonl'}", "data.val_problems=3", f"train.out_dir={out}",
-                                 f"train.steps={steps}", "train.val_every=0", "train.ckpt_every=1", "train.val_n=2",
+                                 f"train.max_steps={steps}", "train.eval_every=0", "train.ckpt_every=1", "train.val_n=2",
                                  "rollout.n=4", "rollout.batch_groups=2", "rollout.max_launch_factor=2",
                                  f"rollout.mode={mode}", "gen.max_new_tokens=6", "gen.max_slots=16",
                                  "gen.max_len=64", "actor.lr=0.01", "actor.ppo_mini_batch_size=2",
@@ -92,7 +92,7 @@ def test_lr_schedule_is_logged_per_step_and_budget_horizon_reads_elapsed_time(ck
     # step 0 of 2: the peak; step 1 (half-way): 0.001 + 0.5 * (0.01 - 0.001) * (1 + cos(pi / 2)) = 0.0055
     assert lrs[0] == pytest.approx(0.01) and lrs[1] == pytest.approx(0.0055)
     cfg.actor.lr_scheduler_type, cfg.actor.min_lr_ratio, cfg.actor.lr_horizon = "linear", 0.0, "budget"
-    cfg.train.steps, cfg.train.time_limit_s, cfg.train.out_dir = 10, 100.0, str(tmp_path / "budget")
+    cfg.train.max_steps, cfg.train.time_limit_s, cfg.train.out_dir = 10, 100.0, str(tmp_path / "budget")
     run = RLRun(cfg)
     try:
         run.step, run.elapsed_s = 2, 60.0  # 20% of the steps but 60% of the time budget: time decides

@@ -17,7 +17,6 @@ Simplified: one process, one device; no reference model (kl_coef > 0 keeps a fro
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from openmimo.rl.rollout import RolloutConfig
+from openmimo.train.run import RunConfig
 
 
 @dataclass
@@ -32,6 +32,9 @@ class RLDataConfig:
     # JSONL file(s) of problems (math: problem, answer; code: question_content + tests)
     train_path: str | list[str] = ""
     val_path: str | list[str] = ""  # held-out JSONL file(s) for validation ("" = no validation)
+    # problems the model already solves (openmimo curate's <stem>.easy.jsonl): in the easy pool from the start,
+    # drawn at the easy-pool rate; one that stops being solved every time joins the main data
+    easy_path: str | list[str] = ""
     kind: str = "math"  # math | code | auto (auto: per record, code if it has "tests", math otherwise)
     max_problems: int = 0  # use only the first N training problems of each file (0 = all)
     val_problems: int = 32  # validation problems (first N of each val file)
@@ -56,7 +59,7 @@ class ActorConfig:  # verl's actor_rollout_ref.actor names
     lr_scheduler_type: str = "constant"  # constant | cosine | linear (decay to min_lr_ratio * lr at the run's end)
     min_lr_ratio: float = 0.0
     lr_warmup_steps: int = 0
-    # what "the run's end" is for the decay: steps (train.steps) or budget (whichever of train.steps and
+    # what "the run's end" is for the decay: steps (train.max_steps) or budget (whichever of train.max_steps and
     # train.time_limit_s comes first, so a time-guarded run still ends annealed)
     lr_horizon: str = "steps"
     ema_decay: float = 0.0  # > 0: an exponential moving average of the weights is validated and exported
@@ -94,25 +97,34 @@ class GenConfig:
 
 
 @dataclass
-class RLTrainConfig:
-    model_path: str = ""  # HF-layout checkpoint with tokenizer (e.g. runs/tiny/final)
+class RLTrainConfig(RunConfig):
+    """The shared run section (:class:`openmimo.train.run.RunConfig`; ``max_steps``: rollout + update
+    iterations, also the learning-rate horizon) plus RL's own keys."""
+
+    RENAMED = {"steps": "max_steps", "val_every": "eval_every"}
     out_dir: str = "runs/rl"
-    steps: int = 20  # rollout + update iterations
-    device: str = "auto"
+    max_steps: int = 20  # rollout + update iterations
     dtype: str = "float32"
-    seed: int = 0
-    val_every: int = 10  # 0 = only at the start and the end
+    eval_every: int = 10  # iterations between validations (0 = only at the start and the end)
+    ckpt_every: int = 10
+    model_path: str = ""  # HF-layout checkpoint with tokenizer (e.g. runs/tiny/final)
     val_n: int = 4  # samples per validation problem (avg@k, pass@k)
     val_temperature: float = 0.6  # the evaluation protocol (MiMo's): temperature 0.6, top-p 0.95
     val_top_p: float = 0.95
-    ckpt_every: int = 10
     reward_workers: int = 2
     reward_timeout: float = 10.0
+    # code reward (MiMo's test-difficulty reward): binary (all tests pass) | strict | soft, over each record's
+    # test_levels (written by openmimo curate / calibrate-tests); without levels soft = the fraction passed
+    code_reward: str = "soft"
     reward_backend: str = "process"  # process (worker processes) | ray (Ray tasks: pip install openmimo[ray])
     ray_address: str = ""  # reward_backend ray: "" = a local Ray instance; "auto" / "ray://host:10001" = a cluster
-    time_limit_s: float = 0.0  # stop (and save) after this long, counted across resumes (0 = no limit)
 
     def check(self):
+        super().check()
+        if self.max_steps < 1:
+            raise ValueError("key 'max_steps' must be >= 1 (RL's iterations; the learning-rate horizon)")
+        if self.code_reward not in ("binary", "strict", "soft"):
+            raise ValueError(f"key 'code_reward' must be binary, strict or soft, got {self.code_reward!r}")
         if self.reward_backend not in ("process", "ray"):
             raise ValueError(f"key 'reward_backend' must be process or ray, got {self.reward_backend!r}")
         if self.ray_address and self.reward_backend != "ray":
@@ -156,10 +168,12 @@ def load_problems(path, kind: str, tokenizer, max_prompt_tokens: int, limit: int
     return out, counts
 
 
+# the task (record format, base-model prompt, scorer) of each reward kind: the tiny world's formats
+RL_TASKS = {"math": "world_math", "code": "world_code"}
+
+
 def _load_file(p: Path, kind: str, tokenizer, max_prompt_tokens: int, limit: int, levels, counts: dict) -> list:
-    from openmimo.config import ConfigError
-    from openmimo.data.world_code import code_prompt
-    from openmimo.data.world_math import math_prompt
+    from openmimo.eval.tasks import get_task
     from openmimo.jsonl import iter_jsonl
 
     out = []
@@ -168,16 +182,10 @@ def _load_file(p: Path, kind: str, tokenizer, max_prompt_tokens: int, limit: int
             counts["other_level"] += 1
             continue
         rkind = kind if kind != "auto" else ("code" if "tests" in rec else "math")
-        if rkind == "math":
-            if "problem" not in rec or "answer" not in rec:
-                raise ConfigError(f"{p}:{ln}: a math record needs 'problem' and 'answer'")
-            text = math_prompt(rec["problem"])
-        else:
-            stmt = rec.get("question_content") or rec.get("statement") or rec.get("problem")
-            if stmt is None or "tests" not in rec:
-                raise ConfigError(f"{p}:{ln}: a code record needs a statement (question_content) and 'tests'")
-            text = code_prompt(stmt)  # the pre-training text's format; it opens the code fence
-        ids = tokenizer.encode(text)
+        task = get_task(RL_TASKS[rkind])
+        task.check(rec, f"{p}:{ln}")
+        # the pre-training text's format (a code prompt opens the code fence)
+        ids = tokenizer.encode(task.prompt(rec, style="base"))
         if len(ids) > max_prompt_tokens:
             counts["too_long"] += 1
             continue
@@ -189,25 +197,18 @@ def _load_file(p: Path, kind: str, tokenizer, max_prompt_tokens: int, limit: int
     return out
 
 
-def make_score_fn(kind: str, tokenizer, pool, timeout: float):
-    """(problem, Finished) -> Future[RewardResult]: math in the reward pool's processes, code in the judge.
+def make_score_fn(kind: str, tokenizer, pool, timeout: float, code_scheme: str = "soft"):
+    """(problem, Finished) -> Future[RewardResult] through the problem's task: math in the reward pool's
+    processes, code in the judge (which already runs tests in parallel, isolated and time-limited) with
+    ``code_scheme`` and the record's ``test_levels``.
 
     ``kind`` "auto" follows each problem's ``reward_kind`` (set by :func:`load_problems`)."""
-    from openmimo.rewards.math import submit_math_reward
+    from openmimo.eval.tasks import get_task
 
     def score(problem, fin):
         text = tokenizer.decode(fin.token_ids, skip_special_tokens=True)
-        if problem.get("reward_kind", kind) == "math":
-            return submit_math_reward(text, problem["answer"], pool=pool, timeout=timeout)
-        # Code goes straight to the judge, which already runs tests in parallel, isolated and
-        # time-limited; a pool worker would start a judge (a sandbox per core) of its own.
-        from openmimo.rewards.adapters import submit_code_reward
-
-        record = {k: problem[k] for k in ("tests", "fn_name", "metadata") if k in problem}
-        # the prompt opened the code fence (code_prompt): the judge reads the fenced block, so put it back
-        from openmimo.data.world_code import CODE_OPEN
-
-        return submit_code_reward(CODE_OPEN + text, record, levels=problem.get("test_levels"))
+        task = get_task(RL_TASKS[problem.get("reward_kind", kind)])
+        return task.submit_score(problem, text, style="base", pool=pool, timeout=timeout, scheme=code_scheme)
 
     return score
 
@@ -263,15 +264,16 @@ class RLRun:
         from openmimo.rl.rollout import SeamlessRollout
         from openmimo.rl.sampler import ProblemSampler
         from openmimo.config import to_dict
-        from openmimo.runs import open_run_folder
         from openmimo.runtime import init_runtime, seed_everything
         from openmimo.tokenizer import load_tokenizer
         from openmimo.train.loop import Trainer, build_optimizer
+        from openmimo.train.run import Run
 
         self.cfg, t = cfg, cfg.train
         self.rt = init_runtime(t.device, t.dtype)
-        self.run_dir = open_run_folder(t.out_dir, to_dict(cfg), resume=resume, overwrite=overwrite,
-                                       compatible_keys=("train.model_path", "data"), stage="rl")
+        self.run = Run(t, to_dict(cfg), stage="rl", rt=self.rt, resume=resume, overwrite=overwrite,
+                       compatible_keys=("train.model_path", "data"))
+        self.run_dir = self.run.run_dir
         seed_everything(t.seed)
         self.tok = load_tokenizer(t.model_path)
         dev = self.rt.device
@@ -288,6 +290,11 @@ class RLRun:
         d = cfg.data
         self.problems, self.data_counts = load_problems(d.train_path, d.kind, self.tok, d.max_prompt_tokens,
                                                         d.max_problems, d.levels)
+        n_main = len(self.problems)
+        if d.easy_path:
+            easy, easy_counts = load_problems(d.easy_path, d.kind, self.tok, d.max_prompt_tokens, 0, d.levels)
+            self.problems = self.problems + easy
+            self.data_counts = {**self.data_counts, "easy_pool": easy_counts["kept"]}
         self.val = load_problems(d.val_path, d.kind, self.tok, d.max_prompt_tokens, d.val_problems,
                                  d.val_levels)[0] if d.val_path else []
         if any(p["reward_kind"] == "math" for p in self.problems + self.val):
@@ -306,51 +313,63 @@ class RLRun:
             self.pool = RayRewardPool(t.reward_workers, timeout=t.reward_timeout, address=t.ray_address or None)
         else:
             self.pool = RewardPool(t.reward_workers, timeout=t.reward_timeout)
-        self.rewards = PoolRewards(make_score_fn(d.kind, self.tok, self.pool, t.reward_timeout))
+        self.rewards = PoolRewards(make_score_fn(d.kind, self.tok, self.pool, t.reward_timeout, t.code_reward))
         self.sampler = ProblemSampler(len(self.problems), seed=t.seed)
+        self.sampler.pool.extend(range(n_main, len(self.problems)))  # the curated easy pool
         self.rollout = SeamlessRollout(self.backend, self.rewards, self.sampler, self.problems, cfg.rollout)
-        self.step = 0
-        self.elapsed_s = 0.0  # the run's wall time so far, across resumes: what the time guard and lr_horizon read
-        from openmimo.metrics import Metrics
+        self.metrics = self.run.metrics
+        state = self.run.begin(self.model, self.optimizer)
+        if state is not None:
+            self.load_state_dict(state)
 
-        self.metrics = Metrics(self.run_dir, total_steps=t.steps, desc="rl")
-        if resume:
-            self._resume()
-        elif (self.run_dir / "metrics.jsonl").exists():
-            (self.run_dir / "metrics.jsonl").unlink()
+    # the run's counters: the step and the wall time so far, across resumes (what the time guard and lr_horizon read)
+    @property
+    def step(self) -> int:
+        return self.run.step
 
-    def _resume(self) -> None:
-        from openmimo.checkpoint import load_latest_checkpoint
+    @step.setter
+    def step(self, value: int) -> None:
+        self.run.step = value
 
-        loaded = load_latest_checkpoint(self.run_dir, self.model, self.optimizer)
-        if loaded is None:
-            return
-        ckpt, state = loaded
-        self.step = state["step"]
+    @property
+    def elapsed_s(self) -> float:
+        return self.run.elapsed_s
+
+    @elapsed_s.setter
+    def elapsed_s(self, value: float) -> None:
+        self.run.elapsed_s = value
+
+    # -- the stage interface of openmimo.train.run.Run ------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"sampler": self.sampler.state_dict(), "rollout": self.rollout.state_dict(),
+                "backend_seed": self.backend.seed, **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
+
+    def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state["sampler"])
         self.rollout.load_state_dict(state["rollout"])
         self.backend.seed = state["backend_seed"]
-        self.elapsed_s = state.get("elapsed_s", 0.0)
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"] if "ema" in state else self.model.state_dict())
         self.engine.update_weights(self.model)
-        self.metrics.truncate_after(self.step)
-        print(f"[rl] resumed from {ckpt} at step {self.step}")
+
+    def done(self) -> bool:
+        return self.step >= self.cfg.train.max_steps
+
+    def progress(self) -> float:
+        return self.step / max(self.cfg.train.max_steps, 1)
+
+    def evaluate(self) -> dict:
+        return {"val": self.validate()}
 
     def save(self) -> Path:
-        from openmimo.checkpoint import save_checkpoint
-
-        return save_checkpoint(self.run_dir, self.step, self.model, self.optimizer,
-                               {"sampler": self.sampler.state_dict(), "rollout": self.rollout.state_dict(),
-                                "backend_seed": self.backend.seed, "elapsed_s": self.elapsed_s,
-                                **({"ema": self.ema.state_dict()} if self.ema is not None else {})})
+        return self.run.save(self.state_dict())
 
     def lr(self) -> float:
         """This iteration's learning rate: the schedule at the share of the run done (steps, or the time budget)."""
         from openmimo.train.schedule import lr_at_progress
 
         a, t = self.cfg.actor, self.cfg.train
-        progress = self.step / max(t.steps, 1)
+        progress = self.step / max(t.max_steps, 1)
         if a.lr_horizon == "budget" and t.time_limit_s:
             progress = max(progress, self.elapsed_s / t.time_limit_s)
         return lr_at_progress(progress, a.lr, a.lr_scheduler_type, a.min_lr_ratio, self.step, a.lr_warmup_steps)
@@ -366,7 +385,7 @@ class RLRun:
         """avg@k and pass@k on the held-out problems, streamed through the engine with async rewards."""
         import dataclasses
 
-        from openmimo.rl.advantage import summarise_validation
+        from openmimo.eval.passk import summarise_validation
         from openmimo.rl.rollout import generate_and_score
 
         if not self.val:
@@ -436,57 +455,43 @@ class RLRun:
                     "update_time_s": totals.get("step_time_s", 0.0)})
         return out
 
+    def train_step(self) -> dict:
+        """One iteration: rollout, update, weight sync; returns its metrics record."""
+        groups, roll = self.rollout.collect()
+        rec = {f"rollout/{k}": v for k, v in roll.items()}
+        if roll.get("reward_errors"):
+            import warnings
+
+            warnings.warn(f"rl step {self.step + 1}: {roll['reward_errors']} rewards crashed or timed out "
+                          f"({100 * roll['reward_error_rate']:.0f}%), scored 0", RuntimeWarning, stacklevel=1)
+        if groups:
+            upd = self.update(groups)
+            t0 = time.perf_counter()
+            self.engine.update_weights(self.model)
+            rec["time/weight_sync_s"] = time.perf_counter() - t0
+            rec.update({f"actor/{k}": v for k, v in upd.items()})
+            rec["reward_mean"] = sum(sum(g.rewards) for g in groups) / (len(groups) * self.cfg.rollout.n)
+        rec["loss"] = rec.get("actor/pg_loss", 0.0)
+        return rec
+
     def train(self) -> dict:
-        t = self.cfg.train
-        t_start, elapsed0 = time.time(), self.elapsed_s
         history = {}
         if self.step == 0:
             history["val_start"] = self.validate()
             self.metrics.log({"val": history["val_start"]}, step=0)
             print(f"[rl] step 0 validation: {history['val_start']}")
-        last_ckpt = step0 = self.step
-        self.metrics.start_clock()
-        while self.step < t.steps:
-            self.elapsed_s = elapsed0 + time.time() - t_start
-            if t.time_limit_s and self.elapsed_s > t.time_limit_s:
-                print(f"[rl] time limit reached at step {self.step}")
-                break
-            groups, roll = self.rollout.collect()
-            rec = {f"rollout/{k}": v for k, v in roll.items()}
-            if roll.get("reward_errors"):
-                import warnings
-
-                warnings.warn(f"rl step {self.step + 1}: {roll['reward_errors']} rewards crashed or timed out "
-                              f"({100 * roll['reward_error_rate']:.0f}%), scored 0", RuntimeWarning, stacklevel=1)
-            if groups:
-                upd = self.update(groups)
-                t0 = time.perf_counter()
-                self.engine.update_weights(self.model)
-                rec["time/weight_sync_s"] = time.perf_counter() - t0
-                rec.update({f"actor/{k}": v for k, v in upd.items()})
-                rec["reward_mean"] = sum(sum(g.rewards) for g in groups) / (len(groups) * self.cfg.rollout.n)
-            self.step += 1
-            self.elapsed_s = elapsed0 + time.time() - t_start
-            rec["loss"] = rec.get("actor/pg_loss", 0.0)
-            self.metrics.log(rec, step=self.step, progress=(self.step - step0) / max(t.steps - step0, 1))
-            if t.val_every and self.step % t.val_every == 0 and self.step < t.steps:
-                self.metrics.log({"val": self.validate()}, step=self.step)
-            if t.ckpt_every and self.step % t.ckpt_every == 0:
-                self.save()
-                last_ckpt = self.step
-        if self.step != last_ckpt:
-            self.save()
+        out = self.run.train(self)
         history["steps"] = self.step
         history["val_end"] = self.validate()
         self.metrics.log({"val_final": history["val_end"]}, step=self.step)
         (self.ema if self.ema is not None else self.model).save_pretrained(self.run_dir / "final", tokenizer=self.tok)
-        print(f"[rl] {self.step} steps in {time.time() - t_start:.0f}s; validation {history['val_end']}; "
+        print(f"[rl] {self.step} steps in {out['time_s']:.0f}s; validation {history['val_end']}; "
               f"model -> {self.run_dir / 'final'}")
         return history
 
     def close(self) -> None:
         self.pool.close()
-        self.metrics.close()
+        self.run.close()
 
 
 def main(cfg: RLConfig, resume: bool = False, overwrite: bool = False) -> dict:
@@ -498,12 +503,12 @@ def main(cfg: RLConfig, resume: bool = False, overwrite: bool = False) -> dict:
 
 
 def add_arguments(parser):
-    from openmimo.cli import config_args
+    from openmimo.config import config_args
 
-    config_args(parser, resume=True, example="train.model_path=runs/tiny/final actor.lr=1e-4 train.steps=10")
+    config_args(parser, resume=True, example="train.model_path=runs/tiny/final actor.lr=1e-4 train.max_steps=10")
 
 
 def run(args):
-    from openmimo.cli import load_stage_config
+    from openmimo.config import load_stage_config
 
     main(load_stage_config(RLConfig, args), resume=args.resume, overwrite=args.overwrite)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from openmimo.model.config import MiMoConfig
+from openmimo.train.run import RunConfig
 
 
 @dataclass
@@ -81,36 +82,27 @@ class DataConfig:
     world_arithmetic: int = 0  # level-1 training problems of the world (0 = the world's default x world_scale)
     tokenizer: str = ""  # tokenizer folder; "" = train a byte-level BPE on the world (tiny default)
     tokenizer_vocab: int = 2048  # vocabulary size when training the tokenizer
+    world_pipeline: bool = False  # world shards through `openmimo data` (configs/data_tiny.yaml: raw pages, dedup, tags)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunConfig):
+    """The shared run section (:class:`openmimo.train.run.RunConfig`) plus the model-training knobs."""
+
     out_dir: str = "runs/pretrain"  # run folder: metrics.jsonl, config.yaml, checkpoints/, final/
-    seed: int = 0  # seeds model init, data order and sampling
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # autocast dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
     compile: bool = False  # torch.compile the decoder blocks
     activation_checkpointing: bool = False  # recompute block activations in backward
     attention_backend: str = "auto"  # CUDA SDPA kernel of unpacked rows: auto | flash | cudnn | efficient
-    log_every: int = 1  # steps between metrics lines
-    ckpt_every: int = 50  # steps between checkpoints (0 = only the final one)
-    keep_checkpoints: int = 2  # complete checkpoints kept on disk
-    eval_every: int = 0  # steps between held-out evaluations (0 = only at the end)
     eval_problems: int = 64  # held-out math problems in an evaluation
-    max_steps: int = 0  # stop after this many steps (0 = run all stages)
-    time_limit_s: float = 0.0  # stop (and save) after this much wall time (0 = none)
     peak_tflops: float = 0.0  # accelerator peak for MFU; 0 = 989 on CUDA (H100 bf16), none on CPU
 
     def check(self):
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"key 'dtype': unknown dtype {self.dtype!r}")
+        super().check()
         from openmimo.model.mimo import ATTENTION_BACKENDS
 
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"key 'attention_backend': {self.attention_backend!r} is not one of "
                              f"{', '.join(ATTENTION_BACKENDS)}")
-        if self.log_every <= 0 or self.ckpt_every < 0 or self.keep_checkpoints <= 0:
-            raise ValueError("key 'log_every'/'ckpt_every'/'keep_checkpoints' out of range")
 
 
 @dataclass

@@ -1,14 +1,16 @@
 """`openmimo mtp-extend`: grow one trained MTP layer into K for speculative decoding (MiMo's recipe).
 
 The trained MTP layer (depth 1) is copied into depths 2..K; the main model and depth 1 are
-frozen, and only the new layers are trained, on the mean of their MTP losses.  The run reports
+frozen, and only the new layers are trained, on the mean of their MTP losses.  Depth k reads depth k-1's
+``final_layernorm`` output (see ``model/mimo.py``), so before training the K layers draft exactly as vLLM and
+SGLang draft several tokens with the one released layer (they feed it its own normalised output back).  The run reports
 the per-depth MTP accuracy on held-out text before and after, and exports the K-layer model in
-the Hugging Face layout to ``OUT_DIR/final``.
+the Hugging Face layout to ``OUT_DIR/final``.  The run around the step is the shared
+:class:`openmimo.train.run.Run`: checkpoints, ``--resume``, time limit and cadences as in every stage.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +34,7 @@ class MTPExtendConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, min_lr=2e-4, warmup_tokens=10_000,
                                                                   decay_tokens=300_000))
     batch: BatchConfig = field(default_factory=lambda: BatchConfig(batch_size=32, micro_batch_size=32))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/mtp-extend", ckpt_every=0))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/mtp-extend"))
 
     def check(self):
         if self.num_mtp_layers < 2:
@@ -85,23 +87,66 @@ def extend_model(base, k: int):
     return model
 
 
-def main(cfg: MTPExtendConfig) -> dict:
-    from openmimo.config import ConfigError, dump
-    from openmimo.metrics import Metrics
-    from openmimo.model.hf import load_model
-    from openmimo.runtime import init_runtime, run_folder, seed_everything
+class MTPExtendStage:
+    """mtp-extend's data and objective for the shared :class:`openmimo.train.run.Run`: one stage's tokens."""
+
+    def __init__(self, cfg: MTPExtendConfig, trainer, loader):
+        self.cfg, self.trainer, self.loader = cfg, trainer, loader
+        self.objective = MTPExtendObjective(cfg.num_mtp_layers)
+        self.tokens = 0
+
+    def done(self) -> bool:
+        return self.tokens >= self.cfg.stages[0].tokens
+
+    def progress(self) -> float:
+        return self.tokens / max(self.cfg.stages[0].tokens, 1)
+
+    def train_step(self) -> dict:
+        from openmimo.train.schedule import lr_at
+
+        cfg, o, seq_len = self.cfg, self.cfg.optim, self.cfg.stages[0].seq_len
+        batch = self.loader.next_batch(cfg.batch.batch_size, seq_len)
+        mbs = [{k: v[i:i + cfg.batch.micro_batch_size] for k, v in batch.items()}
+               for i in range(0, cfg.batch.batch_size, cfg.batch.micro_batch_size)]
+        lr = lr_at(self.tokens, o.lr, o.min_lr, o.warmup_tokens, o.constant_tokens, o.decay_tokens)
+        st = self.trainer.step(mbs, self.objective, lr)
+        self.tokens += cfg.batch.batch_size * seq_len
+        rec = {"tokens": self.tokens, "lr": lr, "grad_norm": st["grad_norm"]}
+        for k in range(1, 1 + cfg.num_mtp_layers):
+            rec[f"mtp{k}_loss"] = st[f"mtp{k}_loss_sum"] / max(st[f"n_mtp{k}"], 1)
+            rec[f"mtp{k}_acc"] = st[f"mtp{k}_correct"] / max(st[f"n_mtp{k}"], 1)
+        return rec
+
+    def evaluate(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"tokens": self.tokens, "loader": self.loader.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.tokens = state["tokens"]
+        self.loader.load_state_dict(state["loader"])
+
+
+def main(cfg: MTPExtendConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    from openmimo.config import ConfigError, dump, to_dict
     from openmimo.data.mixture_loader import MixtureLoader
-    from openmimo.tokenizer import load_tokenizer
     from openmimo.jsonl import read_jsonl
+    from openmimo.model.hf import load_model
+    from openmimo.model.parallel import CONFIG_FILE, config_yaml
+    from openmimo.runtime import init_runtime, seed_everything
+    from openmimo.tokenizer import load_tokenizer
     from openmimo.train.data import WORLD_SOURCES
     from openmimo.train.evaluate import mtp_accuracy
     from openmimo.train.loop import Trainer, build_optimizer
-    from openmimo.train.schedule import lr_at
+    from openmimo.train.run import Run
 
     rt = init_runtime(cfg.train.device, cfg.train.dtype)
     if rt.distributed:
         raise ConfigError("mtp-extend runs on one process (the trained part is a few small layers)")
-    run_dir = run_folder(cfg.train.out_dir)
+    run = Run(cfg.train, to_dict(cfg), stage="mtp-extend", rt=rt, resume=resume, overwrite=overwrite,
+              compatible_keys=("init", "num_mtp_layers", "data"))
+    run_dir = run.run_dir
     seed_everything(cfg.train.seed)
     dump(cfg, run_dir / "config.yaml")
     init = Path(cfg.init)
@@ -120,61 +165,42 @@ def main(cfg: MTPExtendConfig) -> dict:
         p = world / "world" / "text" / f"{src}.val.jsonl"
         if p.is_file():
             texts += [r["text"] for r in read_jsonl(p, 32)]
-    stage = cfg.stages[0]
+    stage_cfg = cfg.stages[0]
     if not cfg.keep_rope_theta:
-        base.config.rope_theta = stage.rope_theta
+        base.config.rope_theta = stage_cfg.rope_theta
     model = extend_model(base, cfg.num_mtp_layers)
     model.eval()
-    before = mtp_accuracy(model, tok, texts, seq_len=stage.seq_len, device=rt.device)
+    before = mtp_accuracy(model, tok, texts, seq_len=stage_cfg.seq_len, device=rt.device)  # of the init checkpoint
     o = cfg.optim
     opt = build_optimizer(model, o.lr, o.betas, o.eps, o.weight_decay, rt.device)
-    trainer = Trainer(model, opt, rt, o.grad_clip)
-    loader = MixtureLoader(sources, stage.mixture, seed=cfg.train.seed, rank=rt.rank, world_size=rt.world_size)
-    metrics = Metrics(run_dir, desc="mtp-extend")
-    objective = MTPExtendObjective(cfg.num_mtp_layers)
-    tokens, step, t0 = 0, 0, time.time()
-    limit = cfg.train.time_limit_s
-    while tokens < stage.tokens and not (cfg.train.max_steps and step >= cfg.train.max_steps):
-        if limit and time.time() - t0 >= limit:
-            print(f"[mtp-extend] time limit reached at step {step}")
-            break
-        batch = loader.next_batch(cfg.batch.batch_size, stage.seq_len)
-        mbs = [{k: v[i:i + cfg.batch.micro_batch_size] for k, v in batch.items()}
-               for i in range(0, cfg.batch.batch_size, cfg.batch.micro_batch_size)]
-        lr = lr_at(tokens, o.lr, o.min_lr, o.warmup_tokens, o.constant_tokens, o.decay_tokens)
-        st = trainer.step(mbs, objective, lr)
-        step += 1
-        tokens += cfg.batch.batch_size * stage.seq_len
-        if step % cfg.train.log_every == 0:
-            rec = {"tokens": tokens, "lr": lr, "grad_norm": st["grad_norm"]}
-            for k in range(1, 1 + cfg.num_mtp_layers):
-                rec[f"mtp{k}_loss"] = st[f"mtp{k}_loss_sum"] / max(st[f"n_mtp{k}"], 1)
-                rec[f"mtp{k}_acc"] = st[f"mtp{k}_correct"] / max(st[f"n_mtp{k}"], 1)
-            metrics.log(rec, step=step)
+    loader = MixtureLoader(sources, stage_cfg.mixture, seed=cfg.train.seed, rank=rt.rank, world_size=rt.world_size)
+    stage = MTPExtendStage(cfg, Trainer(model, opt, rt, o.grad_clip), loader)
+    state = run.begin(model, opt)
+    if state is not None:
+        stage.load_state_dict(state)
+    out = run.train(stage)
     model.eval()
-    after = mtp_accuracy(model, tok, texts, seq_len=stage.seq_len, device=rt.device)
+    after = mtp_accuracy(model, tok, texts, seq_len=stage_cfg.seq_len, device=rt.device)
     for p in model.parameters():
         p.requires_grad_(True)
-    from openmimo.model.parallel import CONFIG_FILE, config_yaml
-
     model.save_pretrained(run_dir / "final", tokenizer=tok, extra_files={CONFIG_FILE: config_yaml(cfg)})
-    result = {"steps": step, "tokens": tokens, "time_s": time.time() - t0,
+    result = {"steps": run.step, "tokens": stage.tokens, "time_s": out["time_s"],
               "acc_before": before, "acc_after": after}
-    metrics.log({"final": result}, step=step)
-    metrics.close()
+    run.metrics.log({"final": result}, step=run.step)
+    run.close()
     fmt = lambda a: ", ".join(f"{x:.3f}" for x in a[1:])  # noqa: E731
-    print(f"[mtp-extend] {step} steps, {tokens} tokens in {result['time_s']:.0f}s; per-depth MTP accuracy "
+    print(f"[mtp-extend] {run.step} steps, {stage.tokens} tokens in {result['time_s']:.0f}s; per-depth MTP accuracy "
           f"before [{fmt(before)}] after [{fmt(after)}] (main next-token {after[0]:.3f}); -> {run_dir / 'final'}")
     return result
 
 
 def add_arguments(parser):
-    from openmimo.cli import config_args
+    from openmimo.config import config_args
 
-    config_args(parser, resume=False, example="num_mtp_layers=3 train.max_steps=10")
+    config_args(parser, resume=True, example="num_mtp_layers=3 train.max_steps=10")
 
 
 def run(args):
-    from openmimo.cli import load_stage_config
+    from openmimo.config import load_stage_config
 
-    main(load_stage_config(MTPExtendConfig, args))
+    main(load_stage_config(MTPExtendConfig, args), resume=args.resume, overwrite=args.overwrite)

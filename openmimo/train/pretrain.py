@@ -3,15 +3,12 @@
 Per optimizer step, all as functions of the tokens seen so far: the data stage (mixture weights,
 context length, RoPE theta), the batch size (warm-up), the learning rate (warm-up, constant,
 cosine decay) and the MTP loss weight (0.3, then 0.1).  The step itself is the shared
-:class:`openmimo.train.loop.Trainer`.  Checkpoints hold everything needed to continue bitwise
-(`--resume`); the final model is exported in the Hugging Face layout to ``OUT_DIR/final``.
+:class:`openmimo.train.loop.Trainer` and the run around it the shared :class:`openmimo.train.run.Run`
+(cadences, time limit, checkpoints that continue bitwise with `--resume`); the final model is
+exported in the Hugging Face layout to ``OUT_DIR/final``.
 """
 
 from __future__ import annotations
-
-import math
-import time
-from pathlib import Path
 
 import torch
 
@@ -61,21 +58,81 @@ def flops_per_token(model_cfg, seq_len: int) -> float:
     return 6.0 * n + 12.0 * layers * model_cfg.num_attention_heads * model_cfg.head_size * seq_len
 
 
+class PretrainStage:
+    """Pre-training's data and objective for the shared :class:`openmimo.train.run.Run`: per step, the data stage,
+    batch size, learning rate and MTP weight at the tokens seen so far."""
+
+    def __init__(self, cfg: PretrainConfig, model, trainer, loader, rt, tokenizer, eval_data):
+        self.cfg, self.model, self.trainer, self.loader, self.rt = cfg, model, trainer, loader, rt
+        self.tokenizer, self.eval_data = tokenizer, eval_data
+        self.tokens = 0
+        self.stage_tokens = [s.tokens for s in cfg.stages]
+        self.total_tokens = sum(self.stage_tokens)
+        self.n_mtp = cfg.model.num_nextn_predict_layers
+        self.peak = cfg.train.peak_tflops * 1e12 if cfg.train.peak_tflops else (989e12 if rt.device.type == "cuda" else 0.0)
+
+    def done(self) -> bool:
+        return stage_at(self.tokens, self.stage_tokens) is None
+
+    def progress(self) -> float:
+        return self.tokens / max(self.total_tokens, 1)
+
+    def train_step(self) -> dict:
+        cfg, rt, o, tokens = self.cfg, self.rt, self.cfg.optim, self.tokens
+        stage = cfg.stages[stage_at(tokens, self.stage_tokens)]
+        getattr(self.model, "config", cfg.model).rope_theta = stage.rope_theta
+        bs = batch_size_at(tokens, cfg.batch.batch_size, cfg.batch.warmup_batch_size, cfg.batch.warmup_tokens,
+                           multiple=rt.world_size)
+        per_rank = max(bs // rt.world_size, 1)
+        self.loader.set_mixture(stage.mixture)
+        batch = self.loader.next_batch(per_rank, stage.seq_len)  # this rank's share of the global batch
+        mbs = [{k: v[i:i + cfg.batch.micro_batch_size] for k, v in batch.items()}
+               for i in range(0, per_rank, cfg.batch.micro_batch_size)]
+        lr = lr_at(tokens, o.lr, o.min_lr, o.warmup_tokens, o.constant_tokens, o.decay_tokens)
+        w = mtp_weight_at(tokens, cfg.mtp.weight, cfg.mtp.late_weight, cfg.mtp.switch_tokens)
+        stats = self.trainer.step(mbs, PretrainObjective(self.n_mtp, w), lr)
+        step_tokens = per_rank * rt.world_size * stage.seq_len
+        self.tokens += step_tokens
+        tps = step_tokens / stats["step_time_s"]
+        rec = {"stage": stage.name, "tokens": self.tokens, "lr": lr, "mtp_weight": w, "batch_size": bs,
+               "seq_len": stage.seq_len, "rope_theta": stage.rope_theta,
+               "loss": stats["loss_sum"] / max(stats["n_main"], 1),
+               "acc": stats["correct_main"] / max(stats["n_main"], 1),
+               "grad_norm": stats["grad_norm"], "tok_per_s": tps, "step_time_s": stats["step_time_s"]}
+        for k in range(1, 1 + self.n_mtp):
+            rec[f"mtp{k}_loss"] = stats[f"mtp{k}_loss_sum"] / max(stats[f"n_mtp{k}"], 1)
+        if self.peak:
+            rec["mfu"] = tps * flops_per_token(cfg.model, stage.seq_len) / (self.peak * rt.world_size)
+        return rec
+
+    def evaluate(self) -> dict:
+        from openmimo.train.evaluate import evaluate_pretrained
+
+        return {"eval": evaluate_pretrained(self.model, self.tokenizer, self.eval_data, self.cfg, self.rt)}
+
+    def state_dict(self) -> dict:
+        from openmimo.config import to_dict
+
+        return {"tokens": self.tokens, "loader": self.loader.state_dict(), "config": to_dict(self.cfg)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.tokens = state["tokens"]
+        self.loader.load_state_dict(state["loader"])
+
+
 def main(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> dict:
-    from openmimo.checkpoint import load_latest_checkpoint, save_checkpoint
     from openmimo.config import dump, to_dict
-    from openmimo.metrics import Metrics
     from openmimo.model.mimo import set_attention_backend
-    from openmimo.model.parallel import build_parallel_model
-    from openmimo.runs import open_run_folder
+    from openmimo.model.parallel import build_parallel_model, export_hf
     from openmimo.runtime import init_runtime, seed_everything
     from openmimo.train.data import build_loader, prepare_data
-    from openmimo.train.evaluate import evaluate_pretrained
     from openmimo.train.loop import Trainer, build_optimizer
+    from openmimo.train.run import Run
 
     rt = init_runtime(cfg.train.device, cfg.train.dtype)
-    run_dir = open_run_folder(cfg.train.out_dir, to_dict(cfg), resume=resume, overwrite=overwrite,
-                              compatible_keys=("model", "data"), stage="pretrain", write=rt.is_main)
+    run = Run(cfg.train, to_dict(cfg), stage="pretrain", rt=rt, resume=resume, overwrite=overwrite,
+              compatible_keys=("model", "data"))
+    run_dir = run.run_dir
     seed_everything(cfg.train.seed)
     tokenizer, sources, eval_data = prepare_data(cfg, run_dir, rt)
     cfg.model.vocab_size = max(cfg.model.vocab_size, tokenizer.vocab_size) if cfg.data.tokenizer else tokenizer.vocab_size
@@ -87,103 +144,35 @@ def main(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> 
                                  activation_checkpointing=cfg.train.activation_checkpointing)
     o = cfg.optim
     optimizer = build_optimizer(model, o.lr, o.betas, o.eps, o.weight_decay, rt.device)
-    trainer = Trainer(model, optimizer, rt, o.grad_clip)
-    loader = build_loader(cfg, sources, rt)
-    step, tokens = 0, 0
-    metrics = Metrics(run_dir, enabled=rt.is_main, desc="pretrain")
-    loaded = load_latest_checkpoint(run_dir, model, optimizer) if resume else None
-    if loaded is not None:
-        ckpt, state = loaded
-        step, tokens = state["step"], state["tokens"]
-        loader.load_state_dict(state["loader"])
-        metrics.truncate_after(step)
-        if rt.is_main:
-            print(f"[pretrain] resumed from {ckpt} at step {step}, {tokens} tokens")
-    elif rt.is_main and (run_dir / "metrics.jsonl").exists():
-        (run_dir / "metrics.jsonl").unlink()
-
-    stage_tokens = [s.tokens for s in cfg.stages]
-    total_tokens = sum(stage_tokens)
-    n_mtp = cfg.model.num_nextn_predict_layers
-    t_start = time.time()
-    start_tokens = tokens  # the ETA counts this process's work (a resumed run starts part-way)
-    metrics.start_clock()
-    peak = cfg.train.peak_tflops * 1e12 if cfg.train.peak_tflops else (989e12 if rt.device.type == "cuda" else 0.0)
-    last_ckpt_step = step
-
-    def checkpoint():
-        nonlocal last_ckpt_step
-        save_checkpoint(run_dir, step, model, optimizer,
-                        {"tokens": tokens, "loader": loader.state_dict(), "config": to_dict(cfg)},
-                        keep=cfg.train.keep_checkpoints)
-        last_ckpt_step = step
-
-    while True:
-        si = stage_at(tokens, stage_tokens)
-        if si is None or (cfg.train.max_steps and step >= cfg.train.max_steps):
-            break
-        if cfg.train.time_limit_s and time.time() - t_start > cfg.train.time_limit_s:
-            if rt.is_main:
-                print(f"[pretrain] time limit reached at step {step}")
-            break
-        stage = cfg.stages[si]
-        model_cfg = getattr(model, "config", cfg.model)
-        model_cfg.rope_theta = stage.rope_theta
-        bs = batch_size_at(tokens, cfg.batch.batch_size, cfg.batch.warmup_batch_size, cfg.batch.warmup_tokens,
-                           multiple=rt.world_size)
-        per_rank = max(bs // rt.world_size, 1)
-        loader.set_mixture(stage.mixture)
-        batch = loader.next_batch(per_rank, stage.seq_len)  # this rank's share of the global batch
-        mbs = [{k: v[i:i + cfg.batch.micro_batch_size] for k, v in batch.items()}
-               for i in range(0, per_rank, cfg.batch.micro_batch_size)]
-        lr = lr_at(tokens, o.lr, o.min_lr, o.warmup_tokens, o.constant_tokens, o.decay_tokens)
-        w = mtp_weight_at(tokens, cfg.mtp.weight, cfg.mtp.late_weight, cfg.mtp.switch_tokens)
-        stats = trainer.step(mbs, PretrainObjective(n_mtp, w), lr)
-        step += 1
-        step_tokens = per_rank * rt.world_size * stage.seq_len
-        tokens += step_tokens
-        if step % cfg.train.log_every == 0 or step == 1:
-            tps = step_tokens / stats["step_time_s"]
-            rec = {"stage": stage.name, "tokens": tokens, "lr": lr, "mtp_weight": w, "batch_size": bs,
-                   "seq_len": stage.seq_len, "rope_theta": stage.rope_theta,
-                   "loss": stats["loss_sum"] / max(stats["n_main"], 1),
-                   "acc": stats["correct_main"] / max(stats["n_main"], 1),
-                   "grad_norm": stats["grad_norm"], "tok_per_s": tps, "step_time_s": stats["step_time_s"]}
-            for k in range(1, 1 + n_mtp):
-                rec[f"mtp{k}_loss"] = stats[f"mtp{k}_loss_sum"] / max(stats[f"n_mtp{k}"], 1)
-            if peak:
-                rec["mfu"] = tps * flops_per_token(cfg.model, stage.seq_len) / (peak * rt.world_size)
-            metrics.log(rec, step=step, progress=(tokens - start_tokens) / max(total_tokens - start_tokens, 1))
-        if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0:
-            checkpoint()
-        if cfg.train.eval_every and step % cfg.train.eval_every == 0:  # every rank: FSDP forwards are collective
-            metrics.log({"eval": evaluate_pretrained(model, tokenizer, eval_data, cfg, rt)}, step=step)
-    if step != last_ckpt_step:
-        checkpoint()
-    result = {"step": step, "tokens": tokens, "train_time_s": time.time() - t_start}
+    stage = PretrainStage(cfg, model, Trainer(model, optimizer, rt, o.grad_clip), build_loader(cfg, sources, rt),
+                          rt, tokenizer, eval_data)
+    state = run.begin(model, optimizer)
+    if state is not None:
+        stage.load_state_dict(state)
+        run.print(f"continuing at {stage.tokens} tokens")
+    out = run.train(stage)
+    result = {"step": run.step, "tokens": stage.tokens, "train_time_s": out["time_s"]}
     final = run_dir / "final"
-    from openmimo.model.parallel import export_hf
-
     export_hf(model, final, tokenizer, cfg, rt)
-    result["eval"] = evaluate_pretrained(model, tokenizer, eval_data, cfg, rt)
+    result["eval"] = stage.evaluate()["eval"]
     if rt.is_main:
-        metrics.log({"final_eval": result["eval"], "tokens": tokens}, step=step)
+        run.metrics.log({"final_eval": result["eval"], "tokens": stage.tokens}, step=run.step)
         ev = result["eval"]
         mtp_acc = ", ".join(f"{a:.3f}" for a in ev.get("mtp_acc", []))
-        print(f"[pretrain] {step} steps, {tokens} tokens in {result['train_time_s']:.0f}s; held-out math accuracy "
-              f"{ev['math_acc']:.3f} ({ev['math_n']} problems); next-token acc {ev['main_acc']:.3f}; "
+        print(f"[pretrain] {run.step} steps, {stage.tokens} tokens in {result['train_time_s']:.0f}s; held-out math "
+              f"accuracy {ev['math_acc']:.3f} ({ev['math_n']} problems); next-token acc {ev['main_acc']:.3f}; "
               f"MTP acc per depth [{mtp_acc}]; model -> {final}")
-    metrics.close()
+    run.close()
     return result
 
 
 def add_arguments(parser):
-    from openmimo.cli import config_args
+    from openmimo.config import config_args
 
     config_args(parser, resume=True, example="optim.lr=3e-4 train.max_steps=10")
 
 
 def run(args):
-    from openmimo.cli import load_stage_config
+    from openmimo.config import load_stage_config
 
     main(load_stage_config(PretrainConfig, args), resume=args.resume, overwrite=args.overwrite)
