@@ -36,8 +36,10 @@ import random
 from pathlib import Path
 from typing import Iterable
 
-from openmimo.cli import UsageError
+from openmimo.config import UsageError
 from openmimo.data import world_code, world_math, world_web
+from openmimo.data.decontam import Decontaminator
+from openmimo.eval.prompts import math_chat_message
 from openmimo.tokenizer import format_chat
 
 NGRAM = 16
@@ -53,12 +55,6 @@ REASONING_MATH = 1500
 PAGES = 400
 
 
-def ngrams(text: str, n: int = NGRAM) -> set[str]:
-    """The set of n-grams (space-joined lower-cased whitespace tokens) of ``text``."""
-    toks = text.lower().split()
-    return {" ".join(toks[i:i + n]) for i in range(len(toks) - n + 1)}
-
-
 def eval_ngram_text(rec: dict) -> str:
     """A problem's own text, whose 16-grams must not appear in training: math problem + solution;
     for code, the task description (first paragraph of the statement) + the reference function (the
@@ -69,19 +65,10 @@ def eval_ngram_text(rec: dict) -> str:
     return rec["question_content"].split("\n\n")[0] + "\n" + fam.src
 
 
-class _Decontaminator:
-    def __init__(self, eval_records: Iterable[dict]):
-        self.grams: set[str] = set()
-        for r in eval_records:
-            self.grams |= ngrams(eval_ngram_text(r))
-        self.dropped: dict[str, int] = {}
-
-    def clean(self, text: str, corpus: str) -> bool:
-        """True if ``text`` may be used for training; counts a drop under ``corpus`` otherwise."""
-        if self.grams.isdisjoint(ngrams(text)):
-            return True
-        self.dropped[corpus] = self.dropped.get(corpus, 0) + 1
-        return False
+def heldout_decontaminator(eval_records: Iterable[dict]) -> Decontaminator:
+    """The world's rule: no 16-gram of lower-cased whitespace tokens shared with a held-out problem's text."""
+    return Decontaminator({"heldout": [eval_ngram_text(r) for r in eval_records]}, ngram=NGRAM, mode="whitespace",
+                          min_exact_words=None)
 
 
 def _n(base: int, scale: float, floor: int = 1) -> int:
@@ -97,7 +84,7 @@ def _math_record(level: int, item, split: str, i: int) -> dict:
 def _reasoning_record(rec: dict, kind: str, rng: random.Random, idx: str) -> dict:
     if kind == "math":
         reasoning, answer = world_math.math_reasoning(rec, rng)
-        user = rec["problem"] + "\nPlease reason step by step, and put your final answer within \\boxed{}."
+        user = math_chat_message(rec["problem"])  # the chat prompt of every math task
     else:
         reasoning, answer = world_code.code_reasoning(rec, rng)
         user = rec["prompt"]
@@ -147,7 +134,7 @@ def generate(seed: int = 0, scale: float = 1.0, arithmetic: int | None = None) -
         r = rng(f"code-{split}")
         for i, fam in enumerate(fs):
             code_split[split] += world_code.make_problems(fam, r, split, i, large_n)
-    dec = _Decontaminator(math_split["val"] + math_split["test"] + code_split["val"] + code_split["test"])
+    dec = heldout_decontaminator(math_split["val"] + math_split["test"] + code_split["val"] + code_split["test"])
 
     # -- training math: unique problems, not seen in val/test, decontaminated ------------------
     for level, count in train_counts.items():
@@ -196,7 +183,7 @@ def generate(seed: int = 0, scale: float = 1.0, arithmetic: int | None = None) -
     return {"files": files, "dropped": dict(sorted(dec.dropped.items()))}
 
 
-def _pages(r: random.Random, maths: list[dict], codes: list[dict], n: int, dec: _Decontaminator) -> list[dict]:
+def _pages(r: random.Random, maths: list[dict], codes: list[dict], n: int, dec: Decontaminator) -> list[dict]:
     pages: list[dict] = []
     markups = ["mathjax", "katex", "mathml"]
     while len(pages) < n:

@@ -37,6 +37,35 @@ def _prepare_world(cfg, data_dir: Path) -> None:
     (data_dir / "READY").write_text("ok\n")
 
 
+def _prepare_world_pipeline(cfg, data_dir: Path) -> None:
+    """The world's raw pages and texts through `openmimo data` with ``configs/data_tiny.yaml``: a tagger trained on
+    the world's labels, dedup, decontamination, tags and bins named as :data:`WORLD_SOURCES`."""
+    import os
+
+    from openmimo.config import load
+    from openmimo.data import quality
+    from openmimo.data.pipeline import main as run_pipeline
+    from openmimo.data.pipeline_config import DataPipelineConfig
+    from openmimo.data.world import make_world
+
+    world = data_dir / "world"
+    make_world(world, seed=cfg.train.seed, scale=cfg.data.world_scale, arithmetic=cfg.data.world_arithmetic or None)
+    tagger, _ = quality.train_tagger(quality.world_labels(world, per_domain=300, seed=cfg.train.seed), epochs=3,
+                                     seed=cfg.train.seed, log=lambda *_: None)
+    tagger.save(data_dir / "tagger")
+    pcfg = load(DataPipelineConfig, Path(__file__).resolve().parents[2] / "configs" / "data_tiny.yaml",
+                [f"out_dir={data_dir / 'pipeline'}", f"tagger={data_dir / 'tagger'}", f"decontam.world={world}",
+                 f"tokenizer_vocab={cfg.data.tokenizer_vocab}"])
+    for s in pcfg.sources:
+        s.paths = [p.replace("runs/world", str(world), 1) for p in s.paths]
+    run_pipeline(pcfg, overwrite=True, log=lambda *_: None)
+    (data_dir / "shards").mkdir(parents=True, exist_ok=True)
+    for src in WORLD_SOURCES:
+        os.replace(data_dir / "pipeline" / "shards" / src, data_dir / "shards" / src)
+    os.replace(data_dir / "pipeline" / "tokenizer", data_dir / "tokenizer")
+    (data_dir / "READY").write_text("ok\n")
+
+
 def prepare_data(cfg, run_dir: Path, rt):
     """Returns (tokenizer, {source: shard folder}, eval data {"math": [...], "texts": [...]})."""
     from openmimo.tokenizer import load_tokenizer
@@ -52,7 +81,7 @@ def prepare_data(cfg, run_dir: Path, rt):
         return tok, dict(cfg.data.sources), eval_data
     data_dir = Path(run_dir) / "data"
     if rt.is_main and not (data_dir / "READY").is_file():
-        _prepare_world(cfg, data_dir)
+        (_prepare_world_pipeline if cfg.data.world_pipeline else _prepare_world)(cfg, data_dir)
     if rt.distributed:
         dist.barrier()
     tok = load_tokenizer(data_dir / "tokenizer")

@@ -1,0 +1,182 @@
+"""Vectorised word and word-n-gram hashing of many documents at once (NumPy, no Python loop per word).
+
+Dedup (MinHash shingles) and decontamination (16-gram overlap) both need the 64-bit hashes of every
+word n-gram of every document.  :func:`ngram_hashes` computes them for a batch of texts:
+
+1. each text is lower-cased (``str.lower``) and UTF-8 encoded; the batch is one byte array;
+2. a byte table maps ASCII whitespace (mode ``"whitespace"``) or ASCII whitespace and punctuation other than
+   the math operators ``+-*/=^<>%`` (mode ``"alnum"``, where each operator is a word of its own) to a space;
+   digits and non-ASCII bytes are kept, so "x = 12" and "x = 13" differ, and so do "36" and "-36";
+3. a word is a maximal run of non-space bytes; its hash is a polynomial hash mod 2**64 of its bytes,
+   taken from a prefix sum (``hash(s, e) = (P[e] - P[s]) * p**-s``, p odd so it is invertible mod 2**64)
+   and finished by the splitmix64 mixer;
+4. n-gram hashes combine n consecutive word hashes the same way, never across documents.
+
+:func:`ngrams_oracle` is the obviously-correct Python version (``str.split`` on the same normalised
+text, ``hash_words`` on each n-gram); the tests hold the two equal.  Unicode whitespace other than
+ASCII's (e.g. U+00A0) is part of a word here, unlike ``str.split`` (the oracle mirrors this).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import numpy as np
+
+MODES = ("alnum", "whitespace")
+_P = np.uint64(0x100000001B3)  # byte-level polynomial base (odd)
+_Q = np.uint64(0x9E3779B97F4A7C15)  # word-level polynomial base (odd)
+_MASK = (1 << 64) - 1
+OPERATORS = b"+-*/=^<>%"  # mode "alnum": math operators are words of their own (so "-36" is not "36")
+_OPS = np.zeros(256, dtype=bool)
+_OPS[list(OPERATORS)] = True
+_OP_SPLIT = re.compile(rb"[" + re.escape(OPERATORS) + rb"]|[^" + re.escape(OPERATORS) + rb"]+")
+
+
+def _table(mode: str) -> np.ndarray:
+    t = np.arange(256, dtype=np.uint8)
+    t[ord("A"):ord("Z") + 1] += 32
+    blank = b" \t\n\r\x0b\x0c"
+    if mode == "alnum":
+        blank += bytes(c for c in range(33, 127) if not chr(c).isalnum() and c not in OPERATORS)
+    elif mode != "whitespace":
+        raise ValueError(f"unknown normalisation mode {mode!r} (choose from {', '.join(MODES)})")
+    t[list(blank)] = 32
+    return t
+
+
+_TABLES = {m: _table(m) for m in MODES}
+
+
+def _inverse(a: int) -> int:
+    return pow(a, -1, 1 << 64)
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, element-wise on uint64 (wrapping arithmetic)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _powers(base: np.uint64, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``base**i`` and ``base**-i`` mod 2**64 for i in [0, n]."""
+    pw = np.full(n + 1, base, dtype=np.uint64)
+    pw[0] = 1
+    inv = np.full(n + 1, np.uint64(_inverse(int(base))), dtype=np.uint64)
+    inv[0] = 1
+    with np.errstate(over="ignore"):
+        return np.cumprod(pw, dtype=np.uint64), np.cumprod(inv, dtype=np.uint64)
+
+
+_POW_CACHE: list = [np.ones(1, np.uint64)] * 4
+
+
+def _pows(n: int):
+    """Byte-level and word-level powers for arrays up to ``n`` long (cached; grown to the next power of two)."""
+    if _POW_CACHE[0].size <= n:
+        size = 1 << max(12, (n + 1).bit_length())
+        _POW_CACHE[:] = (*_powers(_P, size), *_powers(_Q, size))
+    return _POW_CACHE
+
+
+def _segment_hashes(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, pw: np.ndarray,
+                    inv: np.ndarray) -> np.ndarray:
+    """Polynomial hash of ``values[s:e]`` for each (s, e), then mixed (uint64)."""
+    with np.errstate(over="ignore"):
+        prefix = np.zeros(values.size + 1, dtype=np.uint64)
+        np.cumsum(values.astype(np.uint64) * pw[:values.size], out=prefix[1:])
+        h = (prefix[ends] - prefix[starts]) * inv[starts]
+        return mix64(h + (ends - starts).astype(np.uint64))
+
+
+def word_hashes(texts: Sequence[str], mode: str = "alnum") -> tuple[np.ndarray, np.ndarray]:
+    """``(hashes, offsets)``: uint64 hashes of all words of all ``texts`` in order, and int64 ``offsets``
+    (len(texts) + 1) so that document i's words are ``hashes[offsets[i]:offsets[i+1]]``."""
+    table = _TABLES[mode]
+    enc = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
+    lens = np.fromiter((len(e) + 1 for e in enc), dtype=np.int64, count=len(enc))
+    buf = table[np.frombuffer(b" ".join(enc) + b" ", dtype=np.uint8)]
+    is_word = buf != 32
+    if mode == "alnum":  # every operator byte is a word by itself: a boundary before and after it
+        op = _OPS[buf]
+        before = np.concatenate(([False], is_word[:-1])) & ~op & ~np.concatenate(([False], op[:-1]))
+        after = np.concatenate((is_word[1:], [False])) & ~op & ~np.concatenate((op[1:], [False]))
+        starts = np.flatnonzero(is_word & ~before)
+        ends = np.flatnonzero(is_word & ~after) + 1
+    else:
+        edges = np.diff(np.concatenate(([False], is_word, [False])).view(np.int8))
+        starts = np.flatnonzero(edges == 1)
+        ends = np.flatnonzero(edges == -1)
+    pw, inv, _, _ = _pows(buf.size)
+    hashes = _segment_hashes(buf, starts, ends, pw, inv)
+    doc_ends = np.cumsum(lens)  # byte offset just past each document's separator
+    offsets = np.concatenate(([0], np.searchsorted(starts, doc_ends, side="left"))).astype(np.int64)
+    return hashes, offsets
+
+
+def combine(words: np.ndarray, offsets: np.ndarray, n: int, short: str = "drop") -> tuple[np.ndarray, np.ndarray]:
+    """n-gram hashes from word hashes: ``(hashes, offsets)`` like :func:`word_hashes`.
+
+    ``short``: what a document of fewer than ``n`` (but at least one) words gives — ``"drop"``: nothing;
+    ``"whole"``: one hash of all its words (MinHash's rule, so a short page still has a signature).
+    """
+    if n < 1:
+        raise ValueError(f"n-gram size must be >= 1, got {n}")
+    counts = np.diff(offsets)
+    per_doc = np.maximum(counts - n + 1, 0)
+    if short == "whole":
+        per_doc = np.where((counts > 0) & (counts < n), 1, per_doc)
+    elif short != "drop":
+        raise ValueError(f"short must be 'drop' or 'whole', got {short!r}")
+    out_offsets = np.concatenate(([0], np.cumsum(per_doc))).astype(np.int64)
+    total = int(out_offsets[-1])
+    doc = np.repeat(np.arange(counts.size), per_doc)
+    starts = offsets[:-1][doc] + (np.arange(total) - out_offsets[:-1][doc])
+    ends = np.minimum(starts + n, offsets[1:][doc])
+    _, _, qw, qinv = _pows(words.size)
+    return _segment_hashes(words, starts, ends, qw, qinv), out_offsets
+
+
+def span_hashes(words: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The n-gram hash (as :func:`combine` computes it) of ``words[s:e]`` for each (s, e)."""
+    _, _, qw, qinv = _pows(words.size)
+    return _segment_hashes(words, starts, ends, qw, qinv)
+
+
+def ngram_hashes(texts: Sequence[str], n: int, mode: str = "alnum", short: str = "drop"):
+    """``(hashes, offsets)`` of the word n-grams of each text (see the module docstring)."""
+    w, off = word_hashes(texts, mode)
+    return combine(w, off, n, short)
+
+
+# ---- the slow, obviously-correct version -----------------------------------------------------------------
+def normalize_words(text: str, mode: str = "alnum") -> list[bytes]:
+    """The words of ``text`` as the fast path sees them (lower-cased, UTF-8, split at the table's spaces;
+    in mode ``"alnum"`` each operator character is a word of its own)."""
+    words = _TABLES[mode][np.frombuffer(text.lower().encode("utf-8", "surrogatepass"), dtype=np.uint8)].tobytes().split(b" ")
+    if mode == "alnum":
+        words = [part for w in words for part in _OP_SPLIT.findall(w)]
+    return words
+
+
+def _poly(values: Sequence[int], base: int) -> int:
+    return sum(v * pow(base, i, 1 << 64) for i, v in enumerate(values)) & _MASK
+
+
+def _mix(x: int) -> int:
+    return int(mix64(np.array([x & _MASK], dtype=np.uint64))[0])
+
+
+def ngrams_oracle(text: str, n: int, mode: str = "alnum", short: str = "drop") -> list[int]:
+    """Python loops over the same definition as :func:`ngram_hashes` (one document)."""
+    words = [w for w in normalize_words(text, mode) if w]
+    wh = [_mix(_poly(list(w), int(_P)) + len(w)) for w in words]
+    if len(words) < n:
+        spans = [(0, len(wh))] if short == "whole" and wh else []
+    else:
+        spans = [(i, i + n) for i in range(len(wh) - n + 1)]
+    return [_mix(_poly(wh[s:e], int(_Q)) + (e - s)) for s, e in spans]
