@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from openmimo.config import load
 from openmimo.train.config import PretrainConfig
-from openmimo.train.data import _prepare_world
-_prepare_world(load(PretrainConfig, None, ["data.world_scale=0.2", "data.tokenizer_vocab=1024"]), Path(sys.argv[1]))
+from openmimo.train.data import prepare_world
+prepare_world(load(PretrainConfig, None, ["data.world_scale=0.2", "data.tokenizer_vocab=1024"]), Path(sys.argv[1]))
 PY
 SRC="{web: $D/shards/web, math: $D/shards/math, code: $D/shards/code, reasoning: $D/shards/reasoning}"
 ARGS=(model.hidden_size=512 model.intermediate_size=1536 model.num_hidden_layers=4 model.num_attention_heads=8

@@ -12,46 +12,31 @@ import argparse
 import importlib
 import sys
 
+from openmimo.config import ConfigError, UsageError, config_args, load_stage_config  # noqa: F401  (re-exported)
+
 # stage name -> (module, one-line help).  Later stages register themselves here.
 STAGES: dict[str, tuple[str, str]] = {
     "smoke": ("openmimo.smoke", "train a tokenizer and a tiny model for a few steps, save, reload and generate"),
     "pretrain": ("openmimo.train.pretrain", "pre-train with the LM + MTP objective (three-stage data schedule)"),
     "mtp-extend": ("openmimo.train.mtp_extend", "copy the trained MTP layer into K layers and fine-tune the new ones"),
     "make-world": ("openmimo.data.world", "write the embedded tiny reasoning world (text, math, code, web pages) to a folder"),
+    "extract-html": ("openmimo.data.extract_html", "web pages (files, folders, JSONL dumps, WARC) -> text that keeps math as LaTeX and code verbatim"),
+    "extract-pdf": ("openmimo.data.extract_pdf", "born-digital PDFs -> text in reading order with code indentation and math; unrecoverable pages flagged for OCR"),
+    "data": ("openmimo.data.pipeline", "raw pages and texts -> dedup (URL, exact, MinHash), decontamination, quality tags, mixture bins -> token shards + data card"),
+    "tag-train": ("openmimo.data.quality", "train the small quality/domain tagger on labelled JSONL (or the embedded world)"),
+    "tag-label": ("openmimo.data.quality_label", "label documents (domain, edu, junk) with an LLM through an OpenAI-compatible endpoint"),
     "judge": ("openmimo.rewards.sandbox", "run a program against tests in the isolated code judge"),
     "calibrate-tests": ("openmimo.rewards.code", "cluster each problem's tests into difficulty levels from a pass matrix"),
     "generate": ("openmimo.infer.generate", "generate completions for JSONL prompts with the KV-cache engine"),
     "serve": ("openmimo.infer.server", "serve a checkpoint over an OpenAI-compatible HTTP API"),
+    "sft": ("openmimo.train.sft", "supervised fine-tuning on chat records with reasoning traces (packed, loss on assistant tokens, MTP too)"),
+    "synth": ("openmimo.data.synth", "synthetic reasoning data from any OpenAI-compatible endpoint, kept when the rewards verify it"),
     "rl": ("openmimo.rl.trainer", "RL with MiMo's modified GRPO (dynamic sampling, easy pool) on the seamless rollout engine"),
+    "eval": ("openmimo.eval.run", "evaluate a checkpoint or an OpenAI-compatible server on math and code benchmarks (avg@k, pass@k)"),
+    "curate": ("openmimo.eval.curate", "clean RL problems by rule and sort them by rollout pass rate (training / easy pool)"),
+    "report": ("openmimo.eval.report", "one self-contained report.html with plots from run folders (metrics, eval results)"),
     "quickstart": ("openmimo.quickstart", "on CPU: pre-train the tiny model, RL on math and code, print held-out pass@1 before and after"),
 }
-
-
-class UsageError(Exception):
-    """A bad command line; reported on stderr with exit code 2."""
-
-
-def config_args(parser: argparse.ArgumentParser, resume: bool = True, example: str = "") -> None:
-    """Add the common ``CONFIG [key=value ...] [--resume]`` arguments.  ``example``: overrides that this stage's
-    config accepts, shown in ``--help`` (and loaded by a test, so the help never shows a refused key)."""
-    parser.add_argument("config", nargs="?", help="YAML preset (e.g. configs/tiny.yaml); omit for the built-in defaults")
-    parser.add_argument("overrides", nargs="*", help=f"dotted overrides, e.g. {example}" if example else "dotted overrides")
-    parser.set_defaults(config_example=example)
-    if resume:
-        parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in the run folder")
-        parser.add_argument("--overwrite", action="store_true",
-                            help="start fresh in a run folder that holds another run's checkpoints (they are removed)")
-
-
-def load_stage_config(cls, args):
-    """Resolve a stage config from ``args.config`` + ``args.overrides`` (a YAML path may be omitted)."""
-    from openmimo.config import load
-
-    path, overrides = args.config, list(args.overrides)
-    if path is not None and "=" in path and not path.endswith((".yaml", ".yml")):
-        overrides.insert(0, path)
-        path = None
-    return load(cls, path, overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,8 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(parser)
     # intermixed: `pretrain CONFIG --resume key=value` (options between positionals) parses as expected
     args = parser.parse_intermixed_args(argv[1:])  # exits 2 with a message naming the bad argument
-    from openmimo.config import ConfigError
-
     try:
         rc = module.run(args)
     except (ConfigError, UsageError) as e:
@@ -98,8 +81,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run through the package module so that `python -m openmimo.cli` and stages share one
-    # UsageError class (this file's own copy, as __main__, would be a different class).
-    from openmimo.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

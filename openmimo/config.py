@@ -8,6 +8,7 @@ name the key and the file they came from.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -101,6 +102,9 @@ def build(cls: type[T], data: dict, src: str = "<config>", prefix: str = "") -> 
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
+        renamed = getattr(cls, "RENAMED", {})  # old key -> its new name, for a pointed error
+        if unknown[0] in renamed:
+            raise ConfigError(f"{src}: key '{prefix}{unknown[0]}' is now '{prefix}{renamed[unknown[0]]}'")
         raise ConfigError(f"{src}: unknown key '{prefix}{unknown[0]}' (known: {', '.join(fields)})")
     kwargs = {k: _coerce(v, hints[k], prefix + k, src) for k, v in data.items()}
     return cls(**kwargs)
@@ -222,3 +226,30 @@ def _merge(base: dict, new: dict) -> dict:
 def dump(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (used for every run folder and checkpoint)."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# ---- the common command line of configured stages ------------------------------------------------
+
+class UsageError(Exception):
+    """A bad command line; reported on stderr with exit code 2."""
+
+
+def config_args(parser: argparse.ArgumentParser, resume: bool = True, example: str = "") -> None:
+    """Add the common ``CONFIG [key=value ...] [--resume]`` arguments.  ``example``: overrides that this stage's
+    config accepts, shown in ``--help`` (and loaded by a test, so the help never shows a refused key)."""
+    parser.add_argument("config", nargs="?", help="YAML preset (e.g. configs/tiny.yaml); omit for the built-in defaults")
+    parser.add_argument("overrides", nargs="*", help=f"dotted overrides, e.g. {example}" if example else "dotted overrides")
+    parser.set_defaults(config_example=example)
+    if resume:
+        parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in the run folder")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="start fresh in a run folder that holds another run's checkpoints (they are removed)")
+
+
+def load_stage_config(cls, args):
+    """Resolve a stage config from ``args.config`` + ``args.overrides`` (a YAML path may be omitted)."""
+    path, overrides = args.config, list(args.overrides)
+    if path is not None and "=" in path and not path.endswith((".yaml", ".yml")):
+        overrides.insert(0, path)
+        path = None
+    return load(cls, path, overrides)

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from openmimo.config import ConfigError
+
 
 def parse_jsonl_lines(lines: Iterable[str], source: str) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, record)`` for each non-blank line of ``lines`` (str or UTF-8 bytes: a file, stdin, ...);
     bytes that are not UTF-8, invalid JSON or a non-object line raise :class:`openmimo.config.ConfigError` naming ``source:line``."""
-    from openmimo.config import ConfigError
-
     offset = 0
     for n, line in enumerate(lines, start=1):
         if isinstance(line, bytes):
@@ -35,8 +35,6 @@ def parse_jsonl_lines(lines: Iterable[str], source: str) -> Iterator[tuple[int, 
 
 def iter_jsonl(path: str | Path, what: str = "file") -> Iterator[tuple[int, dict]]:
     """:func:`parse_jsonl_lines` over a file; a missing file is an error naming it too."""
-    from openmimo.config import ConfigError
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{what} not found: {p}")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from openmimo.checkpoint import list_checkpoints
-from openmimo.cli import UsageError
+from openmimo.config import UsageError
 
 IDENTITY = "run.json"
 # what a fresh start with overwrite removes (the prepared data/ is the config's own and is kept)

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from openmimo.config import ConfigError
+
 
 @dataclass
 class Runtime:
@@ -35,8 +37,6 @@ class Runtime:
 
 def check_device(name: str, key: str = "train.device") -> None:
     """Raise ConfigError naming ``key`` unless ``name`` is auto, cpu, cuda or cuda:N of a GPU this machine has."""
-    from openmimo.config import ConfigError
-
     if name in ("auto", "cpu"):
         return
     kind, _, index = str(name).partition(":")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from openmimo.config import config_args, dump, load_stage_config
 from openmimo.model.config import MiMoConfig
 
 PROSE = (
@@ -61,8 +62,6 @@ def builtin_texts(n: int, seed: int) -> list[str]:
 
 def main(cfg: SmokeConfig) -> dict:
     from pathlib import Path
-
-    from openmimo.config import dump
     from openmimo.infer.oracle import greedy_batch
     from openmimo.model.hf import load_model
     from openmimo.model.mimo import build_model
@@ -128,12 +127,8 @@ def main(cfg: SmokeConfig) -> dict:
 
 
 def add_arguments(parser):
-    from openmimo.cli import config_args
-
     config_args(parser, resume=False, example="steps=20 lr=1e-3")
 
 
 def run(args):
-    from openmimo.cli import load_stage_config
-
     main(load_stage_config(SmokeConfig, args))

@@ -10,7 +10,7 @@ from openmimo.infer.kv_cache import bytes_per_slot
 from openmimo.infer.oracle import generate_oracle
 from openmimo.infer.sampling import process_logits
 from openmimo.model.config import MiMoConfig
-from openmimo.model.mimo import _folded_gqa_attention, build_model
+from openmimo.model.mimo import build_model, folded_gqa_attention
 
 PROMPTS = [[1, 2, 3], [5] * 9, [7, 8], list(range(3, 17)), [2], [9, 4, 9, 4, 9], [11] * 4]
 
@@ -163,4 +163,4 @@ def test_folded_gqa_attention_equals_sdpa_gqa():
     mask = torch.rand(2, 1, 3, 10) > 0.3
     mask[..., 0] = True
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-    assert torch.allclose(_folded_gqa_attention(q, k, v, mask), ref, atol=1e-6)
+    assert torch.allclose(folded_gqa_attention(q, k, v, mask), ref, atol=1e-6)

@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A small world, its tokenizer and shards, prepared once for the module."""
-    from openmimo.train.data import _prepare_world
+    from openmimo.train.data import prepare_world
 
     d = tmp_path_factory.mktemp("data")
     cfg = load(PretrainConfig, None, ["data.world_scale=0.05", "data.tokenizer_vocab=300"])
-    _prepare_world(cfg, d)
+    prepare_world(cfg, d)
     return d
 
 

@@ -7,7 +7,8 @@ import torch
 
 from openmimo.model.config import MiMoConfig
 from openmimo.model.mimo import build_model
-from openmimo.rl.advantage import _comb_pass_at_k, group_advantages, pass_at_k, summarise_validation
+from openmimo.eval.passk import comb_pass_at_k
+from openmimo.rl.advantage import group_advantages, pass_at_k, summarise_validation
 from openmimo.rl.loss import RLObjective, aggregate, clipped_token_loss, low_var_kl, summarise_step
 from openmimo.runtime import Runtime
 from openmimo.train.loop import Trainer
@@ -44,7 +45,7 @@ def test_pass_at_k_hand_values_and_oracle():
     for n in range(1, 9):
         for c in range(n + 1):
             for k in range(1, n + 1):
-                assert pass_at_k(n, c, k) == pytest.approx(_comb_pass_at_k(n, c, k), abs=1e-12)
+                assert pass_at_k(n, c, k) == pytest.approx(comb_pass_at_k(n, c, k), abs=1e-12)
     with pytest.raises(ValueError):
         pass_at_k(3, 4, 1)
     with pytest.raises(ValueError):

@@ -17,10 +17,10 @@ from openmimo.train.pretrain import main as pretrain_main
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from openmimo.train.data import _prepare_world
+    from openmimo.train.data import prepare_world
 
     d = tmp_path_factory.mktemp("data")
-    _prepare_world(load(PretrainConfig, None, ["data.world_scale=0.05", "data.tokenizer_vocab=300"]), d)
+    prepare_world(load(PretrainConfig, None, ["data.world_scale=0.05", "data.tokenizer_vocab=300"]), d)
     return d
 
 

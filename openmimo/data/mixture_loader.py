@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from openmimo.config import ConfigError
-from openmimo.data.shards import PackedBatches, _to_batch
+from openmimo.data.shards import PackedBatches, to_batch
 
 
 def _check_weights(weights: dict[str, float], sources) -> None:
@@ -80,7 +80,7 @@ class MixtureLoader:
             self.counts[name] += int(slots.size)
         self.calls += 1
         self.last_sources = [self.names[int(picks[j])] for j in mine]
-        return _to_batch([rows[j] for j in mine])
+        return to_batch([rows[j] for j in mine])
 
     def _set_weights(self, weights: dict[str, float]) -> None:
         self.weights = np.array([float(weights.get(n, 0.0)) for n in self.names])

@@ -257,7 +257,7 @@ class TokenStream:
         return ids, ar - np.maximum.accumulate(np.where(resets, ar, 0))
 
 
-def _to_batch(rows: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, torch.Tensor]:
+def to_batch(rows: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, torch.Tensor]:
     ids = torch.from_numpy(np.stack([r[0] for r in rows]))
     pos = torch.from_numpy(np.stack([r[1] for r in rows]))
     return {"input_ids": ids, "position_ids": pos, "labels": ids.clone()}
@@ -298,7 +298,7 @@ class PackedBatches:
         if not b or not L or b < 1 or L < 1:
             raise ValueError(f"batch_size and seq_len must be positive (got {b}, {L})")
         rows = range(self.rank * b, (self.rank + 1) * b)
-        return _to_batch(self.take(b * self.world_size, L, rows))
+        return to_batch(self.take(b * self.world_size, L, rows))
 
     def __iter__(self):
         while True:

@@ -216,7 +216,7 @@ def _pages(r: random.Random, maths: list[dict], codes: list[dict], n: int, dec: 
             kind, (title, body, text) = "article", world_web.prose_page(r)
         if kind != "spam" and not dec.clean(text, "pages"):
             continue
-        doc = world_web._page(title, body, r, site, markup == "mathjax", markup == "katex")
+        doc = world_web.render_page(title, body, r, site, markup == "mathjax", markup == "katex")
         pages.append({"url": url, "html": doc, "kind": kind, "main_text": text, "title": title,
                       "has_math": markup is not None, "math_markup": markup, "has_code": has_code,
                       "duplicate_of": None, "near_duplicate_of": None})

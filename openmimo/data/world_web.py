@@ -143,7 +143,7 @@ def _boilerplate(rng: random.Random, site: str) -> tuple[str, str]:
     return head + ad, foot
 
 
-def _page(title: str, body: str, rng: random.Random, site: str, mathjax: bool, katex: bool) -> str:
+def render_page(title: str, body: str, rng: random.Random, site: str, mathjax: bool, katex: bool) -> str:
     scripts = ""
     if mathjax:
         scripts += '<script src="https://cdn.example/mathjax/tex-chtml.js" async></script>'

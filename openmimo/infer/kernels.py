@@ -71,11 +71,11 @@ def gate_up_silu_ref(x, w_gate, w_up):
 
 def decode_attention_ref(q, k_cache, v_cache, positions, kv_len):
     """q (B, H, T, D); caches (B, n_kv, capacity, D) (row b = slot b); query t of row b sees keys <= positions[b, t]."""
-    from openmimo.model.mimo import _folded_gqa_attention
+    from openmimo.model.mimo import folded_gqa_attention
 
     keys = torch.arange(kv_len, device=q.device)
     mask = (keys[None, None, :] <= positions[:, :, None])[:, None]
-    return _folded_gqa_attention(q, k_cache[:, :, :kv_len], v_cache[:, :, :kv_len], mask)
+    return folded_gqa_attention(q, k_cache[:, :, :kv_len], v_cache[:, :, :kv_len], mask)
 
 
 if triton is not None:
@@ -245,16 +245,15 @@ def _pow2(n: int) -> int:
 def _linear_config(M: int, N: int, gate_up: bool = False):
     """(USE_DOT, BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for M rows and N output columns.
 
-    Picked on an H100 (MiMo-7B shapes, 2026-11-22): one row -> CUDA-core dot products over wide K
-    tiles; more rows -> tensor-core tiles with the rows padded to 16; wide outputs -> wider tiles.
+    One row -> CUDA-core dot products over wide K tiles; more rows -> tensor-core tiles with the rows padded
+    to 16; wide outputs -> wider tiles (tuned on MiMo-7B shapes; docs/benchmarks.md).
     """
     if M == 1:
         return (False, 1, 16, 512, 4, 3) if gate_up else (False, 1, 16, 1024, 8, 2)
     bn, bk = (64, 128) if (N >= 6144 or gate_up) else (32, 256)
     if M <= 8:
         # A few rows (speculative verify at small batch) read all of W, like one row: the kernel is bound
-        # by weight bandwidth only if every SM has a tile, so narrow the tiles until one wave is filled
-        # (a 0.5B model's N = 1536..4096 gave 48-80 programs at 32-64 columns for 132 SMs).
+        # by weight bandwidth only if every SM has a tile, so narrow the tiles until one wave is filled.
         while bn > 16 and triton.cdiv(N, bn) < _num_sms():
             bn //= 2
     return True, max(16, _pow2(M)), bn, bk, 4, 4

@@ -175,7 +175,7 @@ def target_mask(labels: torch.Tensor, attention_mask: torch.Tensor | None, doc: 
     return valid
 
 
-def _folded_gqa_attention(q, k, v, mask):
+def folded_gqa_attention(q, k, v, mask):
     """GQA attention without repeating K/V: the G query heads of a KV group become G x T query rows.
 
     q: (B, H, T, D); k, v: (B, n_kv, S, D); mask: bool, broadcastable to (B, 1, T, S) (required).
@@ -244,7 +244,7 @@ class Attention(nn.Module):
                 if getattr(kv_cache, "fast_attention", False):
                     y = kv_cache.attend(self.layer_idx, q)
                 else:
-                    y = _folded_gqa_attention(q, k, v, mask)
+                    y = folded_gqa_attention(q, k, v, mask)
         if y is None:
             gqa = self.n_heads != self.n_kv
             if mask is not None and not torch.is_tensor(mask):  # a FlexAttention BlockMask

@@ -18,7 +18,6 @@ import torch
 
 # pass@k and avg@k live in openmimo.eval.passk; re-exported for RL's callers
 from openmimo.eval.passk import avg_at_k, pass_at_k, summarise_validation  # noqa: F401
-from openmimo.eval.passk import comb_pass_at_k as _comb_pass_at_k  # noqa: F401
 
 
 def group_advantages(rewards, std_floor: float = 1e-6, unbiased: bool = True, norm_by_std: bool = True) -> torch.Tensor:

@@ -20,7 +20,7 @@ WORLD_SOURCES = ("web", "math", "arithmetic", "code", "reasoning")
 _TOKENIZER_SOURCES = tuple(s for s in WORLD_SOURCES if s != "arithmetic")
 
 
-def _prepare_world(cfg, data_dir: Path) -> None:
+def prepare_world(cfg, data_dir: Path) -> None:
     from openmimo.data.shards import tokenize_to_shards
     from openmimo.data.world import make_world
     from openmimo.tokenizer import train_tokenizer
@@ -81,7 +81,7 @@ def prepare_data(cfg, run_dir: Path, rt):
         return tok, dict(cfg.data.sources), eval_data
     data_dir = Path(run_dir) / "data"
     if rt.is_main and not (data_dir / "READY").is_file():
-        (_prepare_world_pipeline if cfg.data.world_pipeline else _prepare_world)(cfg, data_dir)
+        (_prepare_world_pipeline if cfg.data.world_pipeline else prepare_world)(cfg, data_dir)
     if rt.distributed:
         dist.barrier()
     tok = load_tokenizer(data_dir / "tokenizer")
