@@ -40,7 +40,6 @@ from openmimo.tokenizer import ENDOFTEXT, split_reasoning
 
 DEFAULT_MAX_BODY_BYTES = 8 * 2**20  # request bodies larger than this get HTTP 413
 _OFFLOAD_BYTES = 64 * 2**10  # JSON bodies larger than this are parsed in a worker thread
-_OFFLOAD_TOKENS = 512  # an output longer than this is detokenised in a worker thread
 _INT_MAX = 2**31 - 1
 
 
@@ -271,9 +270,7 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, max_body_bytes: 
         _token_ids(ids, key, vocab)
 
     async def _push(dec: IncrementalDecoder, toks, final: bool) -> str:
-        if len(dec.ids) + len(toks) > _OFFLOAD_TOKENS:  # whole-sequence decode: off the event loop once long
-            return await asyncio.to_thread(dec.push, toks, final)
-        return dec.push(toks, final=final)
+        return dec.push(toks, final=final)  # a short window per push (textstream.py): cheap on the loop
 
     async def _run(ids, params, stops, emit, gen=None):
         """Drive one request (or the output stream ``gen`` of one already queued); ``emit(index, text_delta,
