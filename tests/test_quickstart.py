@@ -41,6 +41,6 @@ def test_quickstart_runs_its_fixed_work_and_reports(tmp_path, capsys):
     assert saved["pretrain_tokens"] >= 16384  # every token of the schedule, no time guard
     assert 0.0 <= saved["pretrain_math_acc"] <= 1.0 and "math" in saved["before"] and "math" in saved["after"]
     text = capsys.readouterr().out
-    assert "1/2 pre-training" in text and "2/2 RL: 2 GRPO steps" in text and "Measured with seed 0" in text
+    assert "1/2 pre-training" in text and "2/2 RL: 2 GRPO steps" in text and "Measured with seeds 0-2" in text
     assert saved["below_rl_ready"] == (saved["pretrain_math_acc"] < RL_READY_MATH)
     assert ("WARNING" in text) == saved["below_rl_ready"]

@@ -78,9 +78,24 @@ def _check_math(rec):
         start, n, k, give = map(int, re.search(r"has (\d+) \w+\. \w+ buys (\d+) \w+ with (\d+) \w+ in each\. "
                                                r"Then \w+ gives (\d+)", rec["problem"]).groups())
         assert start + n * k - give == ans
-    # each "a op b = c" step in the solution is right
-    for a, op, b, c in re.findall(r"(-?\d+) ([+\-*]) (-?\d+) = (-?\d+)\.", rec["solution"]):
-        assert eval(f"{a} {op} {b}") == int(c)
+    # each "a op b [op c] = d" step in the solution is right
+    steps = re.findall(r"((?:-?\d+ [+\-*] )+-?\d+) = (-?\d+)", rec["solution"])
+    assert steps or rec["level"] == 3, rec
+    for expr, c in steps:
+        assert eval(expr) == int(c), (expr, c, rec)
+
+
+def test_column_steps_rebuild_every_level1_answer():
+    """The ones column's digit (or difference) and the tens column's value make the answer, for every operand pair."""
+    cases = [(a, "+", b) for a in range(100) for b in range(100)] + [(a, "-", b) for a in range(100) for b in range(a + 1)]
+    cases += [(a, "*", b) for a in range(2, 20) for b in range(2, 10)]
+    for a, op, b in cases:
+        ones, tens = world.world_math.column_steps(a, op, b)
+        ones_value = int(re.search(r"= (\d+),", ones)[1])
+        carry = int(re.search(r"(?:carry|borrow) (\d)\.$", ones)[1])
+        tens_value = int(re.search(r"= (\d+)\.$", tens)[1])
+        assert 10 * tens_value + ones_value % 10 == eval(f"{a} {op} {b}"), (a, op, b)
+        assert carry == (ones_value // 10 if op != "-" else int(a % 10 < b % 10)), (a, op, b)
 
 
 @pytest.mark.parametrize("split", ["train", "val", "test"])
@@ -122,7 +137,7 @@ def test_no_val_or_test_16gram_in_any_training_text(wdir):
 def test_decontaminator_drops_and_counts_a_planted_collision():
     rec = {"problem": "Solve for x: 3x + 4 = 19.", "solution": "Subtract 4 from both sides: 3x = 15.\n"
            "Divide both sides by 3: x = 5.\nThe answer is \\boxed{5}."}
-    d = world._Decontaminator([rec])
+    d = world.heldout_decontaminator([rec])
     assert not d.clean("Intro words. " + rec["problem"] + " " + rec["solution"], "math")
     assert d.clean("Solve for x: 3x + 4 = 22. Subtract 4 from both sides: 3x = 18.", "math")
     assert d.dropped == {"math": 1}

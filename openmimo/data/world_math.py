@@ -17,6 +17,8 @@ from __future__ import annotations
 import random
 import re
 
+from openmimo.eval.prompts import math_base_prompt
+
 NAMES = ["Mia", "Leo", "Ava", "Noah", "Zoe", "Omar", "Lena", "Ravi", "Ines", "Kai", "Sara", "Tom", "Yuki", "Ben", "Nora",
          "Ali", "Emma", "Finn", "Gia", "Hugo"]
 ITEMS = ["apples", "pencils", "stickers", "marbles", "books", "cookies", "coins", "shells", "cards", "stamps", "eggs",
@@ -42,7 +44,26 @@ def level1(rng: random.Random):
         a, b = rng.randint(2, 19), rng.randint(2, 9)
         r = a * b
     expr = f"{a} {op} {b}"
-    return ("L1", a, op, b), f"What is {expr}?", f"{expr} = {r}.\n{_end(r)}", r
+    steps = column_steps(a, op, b) + [f"{expr} = {r}."]
+    return ("L1", a, op, b), f"What is {expr}?", "\n".join(steps + [_end(r)]), r
+
+
+def column_steps(a: int, op: str, b: int) -> list[str]:
+    """Column arithmetic for ``a op b`` (two-digit ``a``; ``b`` two-digit for + and -, one digit for *): the ones
+    column, then the tens column with its carry or borrow.  Every step is a one-digit fact, so a small model
+    learns the operation from its parts instead of memorising whole sums."""
+    (a1, a0), (b1, b0) = divmod(a, 10), divmod(b, 10)
+    if op == "+":
+        s = a0 + b0
+        return [f"Ones: {a0} + {b0} = {s}, write {s % 10} carry {s // 10}.",
+                f"Tens: {a1} + {b1} + {s // 10} = {a1 + b1 + s // 10}."]
+    if op == "-":
+        borrow = int(a0 < b0)
+        return [f"Ones: {a0 + 10 * borrow} - {b0} = {a0 + 10 * borrow - b0}, borrow {borrow}.",
+                f"Tens: {a1} - {b1} - {borrow} = {a1 - b1 - borrow}."]
+    p = a0 * b
+    return [f"Ones: {a0} * {b} = {p}, write {p % 10} carry {p // 10}.",
+            f"Tens: {a1} * {b} + {p // 10} = {a1 * b + p // 10}."]
 
 
 def level2(rng: random.Random):
@@ -106,9 +127,7 @@ def math_text(rec: dict) -> str:
     return f"Problem: {rec['problem']}\nSolution: {rec['solution']}"
 
 
-def math_prompt(problem: str) -> str:
-    """Prompt for a base model: it continues with the solution and ``\\boxed{answer}``."""
-    return f"Problem: {problem}\nSolution:"
+math_prompt = math_base_prompt  # the base-model prompt of every math task (openmimo/eval/prompts.py)
 
 
 def _check_equation(problem: str, x: int) -> str:
