@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import torch
 
+from openmimo.config import config_args, dump, load_stage_config, to_dict
+from openmimo.model.mimo import set_attention_backend
+from openmimo.model.parallel import build_parallel_model, export_hf
+from openmimo.runtime import init_runtime, seed_everything
+from openmimo.train.data import build_loader, prepare_data
+from openmimo.train.loop import Trainer, build_optimizer
 from openmimo.train.config import PretrainConfig
+from openmimo.train.run import Run
 from openmimo.train.schedule import batch_size_at, lr_at, mtp_weight_at, stage_at
 
 
@@ -121,14 +128,6 @@ class PretrainStage:
 
 
 def main(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> dict:
-    from openmimo.config import dump, to_dict
-    from openmimo.model.mimo import set_attention_backend
-    from openmimo.model.parallel import build_parallel_model, export_hf
-    from openmimo.runtime import init_runtime, seed_everything
-    from openmimo.train.data import build_loader, prepare_data
-    from openmimo.train.loop import Trainer, build_optimizer
-    from openmimo.train.run import Run
-
     rt = init_runtime(cfg.train.device, cfg.train.dtype)
     run = Run(cfg.train, to_dict(cfg), stage="pretrain", rt=rt, resume=resume, overwrite=overwrite,
               compatible_keys=("model", "data"))
@@ -167,12 +166,8 @@ def main(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> 
 
 
 def add_arguments(parser):
-    from openmimo.config import config_args
-
     config_args(parser, resume=True, example="optim.lr=3e-4 train.max_steps=10")
 
 
 def run(args):
-    from openmimo.config import load_stage_config
-
     main(load_stage_config(PretrainConfig, args), resume=args.resume, overwrite=args.overwrite)

@@ -15,11 +15,24 @@ which ``openmimo rl`` and ``openmimo eval`` take directly.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
+from openmimo.config import ConfigError, config_args, dump, load_stage_config, to_dict
+from openmimo.data.decontam import Decontaminator, eval_items
+from openmimo.model.hf import load_model
+from openmimo.model.mimo import set_attention_backend
+from openmimo.model.parallel import export_hf, parallelize
+from openmimo.runtime import init_runtime, seed_everything
+from openmimo.tokenizer import load_tokenizer
+from openmimo.train.loop import Trainer, build_optimizer
+from openmimo.train.run import Run
+from openmimo.train.sft_data import PackedSFTLoader, load_sft_samples, pack, row_tensors, world_traces
 from openmimo.train.config import TrainConfig
 
 
@@ -94,8 +107,6 @@ class SFTConfig:
 
 def build_decontaminator(d: SFTDataConfig):
     """The evaluation items named by the config (benchmarks folder and/or world), or None when off or empty."""
-    from openmimo.data.decontam import Decontaminator, eval_items
-
     if not d.decontaminate:
         return None
     bench = d.benchmarks_dir if d.benchmarks_dir and Path(d.benchmarks_dir).is_dir() else None
@@ -105,12 +116,7 @@ def build_decontaminator(d: SFTDataConfig):
 
 def prepare_world_traces(d: SFTDataConfig, run_dir: Path, rt) -> Path:
     """Write (once; reused on resume) the verified world traces to ``run_dir/data/world_traces.jsonl``."""
-    import json
-    import os
 
-    import torch.distributed as dist
-
-    from openmimo.train.sft_data import world_traces
 
     path = run_dir / "data" / "world_traces.jsonl"
     if rt.is_main and not path.is_file():
@@ -206,23 +212,11 @@ class SFTStage:
 
 
 def val_batches(samples, seq_len: int, pad_id: int, batch_rows: int) -> list[dict]:
-    from openmimo.train.sft_data import pack, row_tensors
-
     rows = pack([len(s[0]) for s in samples], range(len(samples)), seq_len)
     return [row_tensors(samples, rows[i:i + batch_rows], seq_len, pad_id) for i in range(0, len(rows), batch_rows)]
 
 
 def main(cfg: SFTConfig, resume: bool = False, overwrite: bool = False) -> dict:
-    from openmimo.config import ConfigError, dump, to_dict
-    from openmimo.model.hf import load_model
-    from openmimo.model.mimo import set_attention_backend
-    from openmimo.model.parallel import export_hf, parallelize
-    from openmimo.runtime import init_runtime, seed_everything
-    from openmimo.tokenizer import load_tokenizer
-    from openmimo.train.loop import Trainer, build_optimizer
-    from openmimo.train.run import Run
-    from openmimo.train.sft_data import PackedSFTLoader, load_sft_samples
-
     rt = init_runtime(cfg.train.device, cfg.train.dtype)
     run = Run(cfg.train, to_dict(cfg), stage="sft", rt=rt, resume=resume, overwrite=overwrite,
               compatible_keys=("init", "data"))
@@ -285,12 +279,8 @@ def main(cfg: SFTConfig, resume: bool = False, overwrite: bool = False) -> dict:
 
 
 def add_arguments(parser):
-    from openmimo.config import config_args
-
     config_args(parser, resume=True, example="init=runs/tiny/final data.train_path=sft.jsonl train.max_steps=10")
 
 
 def run(args):
-    from openmimo.config import load_stage_config
-
     main(load_stage_config(SFTConfig, args), resume=args.resume, overwrite=args.overwrite)
