@@ -45,9 +45,9 @@ from openmimo.tokenizer import format_chat
 NGRAM = 16
 # problems per level at scale 1.0 (train is scaled; val/test are scaled with a floor)
 MATH_TRAIN = {1: 7000, 2: 5000, 3: 1500, 4: 1000}
-# level 1 has about 15.2k distinct problems (10k sums, 5k differences, 144 products); the share of them seen in
+# level 1 has about 15.8k distinct problems (10k sums, 5k differences, 784 products); the share of them seen in
 # training decides how soon a tiny model generalises to the held-out ones (docs/tiny_tuning.md)
-LEVEL1_SPACE = 100 * 100 + 100 * 101 // 2 + 18 * 8
+LEVEL1_SPACE = 100 * 100 + 100 * 101 // 2 + 98 * 8
 MATH_VAL, MATH_TEST = 50, 125
 CODE_TEST_FAMILIES, CODE_VAL_FAMILIES = 5, 3
 WEB_TRAIN, WEB_VAL = 1500, 100

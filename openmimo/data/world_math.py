@@ -41,7 +41,7 @@ def level1(rng: random.Random):
         b = rng.randint(0, a)
         r = a - b
     else:
-        a, b = rng.randint(2, 19), rng.randint(2, 9)
+        a, b = rng.randint(2, 99), rng.randint(2, 9)
         r = a * b
     expr = f"{a} {op} {b}"
     steps = column_steps(a, op, b) + [f"{expr} = {r}."]
@@ -50,8 +50,9 @@ def level1(rng: random.Random):
 
 def column_steps(a: int, op: str, b: int) -> list[str]:
     """Column arithmetic for ``a op b`` (two-digit ``a``; ``b`` two-digit for + and -, one digit for *): the ones
-    column, then the tens column with its carry or borrow.  Every step is a one-digit fact, so a small model
-    learns the operation from its parts instead of memorising whole sums."""
+    column, then the tens column with its carry or borrow (for *: the tens digit's product, then the carry added).
+    Every step is a one-digit fact or one addition, so a small model learns the operation from its parts instead
+    of memorising whole results."""
     (a1, a0), (b1, b0) = divmod(a, 10), divmod(b, 10)
     if op == "+":
         s = a0 + b0
@@ -63,7 +64,7 @@ def column_steps(a: int, op: str, b: int) -> list[str]:
                 f"Tens: {a1} - {b1} - {borrow} = {a1 - b1 - borrow}."]
     p = a0 * b
     return [f"Ones: {a0} * {b} = {p}, write {p % 10} carry {p // 10}.",
-            f"Tens: {a1} * {b} + {p // 10} = {a1 * b + p // 10}."]
+            f"Tens: {a1} * {b} = {a1 * b}, {a1 * b} + {p // 10} = {a1 * b + p // 10}."]
 
 
 def level2(rng: random.Random):

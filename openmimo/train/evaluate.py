@@ -12,7 +12,7 @@ import torch
 
 
 @torch.no_grad()
-def math_accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int = 64, batch_size: int = 32,
+def math_accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int = 80, batch_size: int = 32,
                   prompt_fn=None) -> tuple[float, int]:
     """Share of ``problems`` (problem, answer) whose greedy completion the world-math task scores 1;
     ``prompt_fn(problem_text)`` replaces the task's base prompt."""
