@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from openmimo.infer.engine import Engine, SamplingParams, sample_seed
+from openmimo.infer.kernels import folded_gqa_attention
 from openmimo.infer.kv_cache import bytes_per_slot
 from openmimo.infer.oracle import generate_oracle
 from openmimo.infer.sampling import process_logits
 from openmimo.model.config import MiMoConfig
-from openmimo.model.mimo import build_model, folded_gqa_attention
+from openmimo.model.mimo import build_model
 
 PROMPTS = [[1, 2, 3], [5] * 9, [7, 8], list(range(3, 17)), [2], [9, 4, 9, 4, 9], [11] * 4]
 

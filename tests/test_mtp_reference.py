@@ -167,17 +167,17 @@ def test_engine_drafts_are_the_reference_drafts(monkeypatch):
     randomise_norms(model, 3)
     engine = Engine(model, max_slots=2, max_len=48, spec_k=2)
     seen = []
-    real = model.mtp_forward
+    real = engine.model_forward.mtp_forward  # the engine drafts through its own forward (infer/forward.py)
 
-    def spy(depth, prev, next_ids, pos, kv_cache=None, mask=None):
-        h, logits = real(depth, prev, next_ids, pos, kv_cache=kv_cache, mask=mask)
+    def spy(depth, prev, next_ids, pos, view):
+        h, logits = real(depth, prev, next_ids, pos, view)
         for slot in engine.running:
             t = int(engine.length[slot]) - 1  # the last processed position of this slot
             row = t - int(pos[slot, 0])
             seen.append((depth, t, engine.tokens[slot, : t + depth + 1].tolist(), logits[slot, row].clone()))
         return h, logits
 
-    monkeypatch.setattr(model, "mtp_forward", spy)
+    monkeypatch.setattr(engine.model_forward, "mtp_forward", spy)
     prompts = [[5, 9, 14, 3], [8]]
     engine.generate(prompts, SamplingParams(max_new_tokens=12, temperature=0))
     assert len(seen) >= 8 and {d for d, *_ in seen} == {1, 2}

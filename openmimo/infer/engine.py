@@ -19,8 +19,10 @@ with ``kv_buckets=False`` (attention over the whole capacity: fewer compiles, lo
 finishes frees its slot in the same step.  On GPU the steps overlap with the host (``overlap``): each
 ``step()`` launches the next decode step before it reads the tokens of the previous one, so tokens
 come out one call later and the host's work hides behind the GPU's (see :meth:`Engine.step`).
-At few rows per step, the projections and attention run through Triton kernels (``kernels.py``).  With ``spec_k = k > 0`` a decode step drafts k tokens with the MTP layers, verifies them
-in one main-model forward and emits 1 to k+1 tokens per sequence (see ``speculative.py``).
+The model runs through the engine's own forward (``forward.py``): the model's modules with, at few rows per
+step, the projections and attention through Triton kernels (``kernels.py``).  With ``spec_k = k > 0`` a decode
+step drafts k tokens with the MTP layers, verifies them in one main-model forward and emits 1 to k+1 tokens per
+sequence (see ``speculative.py``).
 
 Log-probs.  Each emitted token comes with ``logprobs``: its log-probability under the model's
 unmodified distribution (temperature 1, no top-k/top-p) — the same number the training model gives
@@ -34,8 +36,9 @@ with seed s uses :func:`sample_seed` (s, i); sample 0 uses s itself.
 
 Compiled variants.  Each compiled function runs at static shapes, one variant per (decode: sampling mode,
 attention length; prefill window: row count; first token: padded sample count).  ``warmup()`` builds them all
-before serving; with ``compile_on_request=False`` (the server) a variant not built is run by the eager
-function instead of compiling on the request path (see ``variants.py``).
+before serving; with ``compile_on_request=False`` (the server) a variant not built is run by the eager function
+instead of compiling on the request path.  The keys, the warm-up and the registry of built variants are in
+``variants.py``.
 
 Short admissions (on GPU by default) are prefilled window by window through one fixed-shape CUDA graph
 (``prefill_graph``; see ``prefill.py``): a batch-1 prompt then costs a replay instead of an eager forward of
@@ -56,12 +59,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from openmimo.infer.forward import EngineForward
+from openmimo.infer.kernels import filter_logprobs
 from openmimo.infer.kv_cache import CacheView, KVCache, slots_for_budget
 from openmimo.infer.prefill import Prefill
 from openmimo.infer.sampling import STREAM_DRAFT, first_tokens, gumbel_sample, padded_count, process_logits
 from openmimo.infer.speculative import SpecStats, accept_drafts
-from openmimo.infer.variants import GraphedFunction, Variants, describe
-from openmimo.infer.kernels import filter_logprobs
+from openmimo.infer.variants import GraphedFunction, Variants, build_variant, variant_keys
 from openmimo.runtime import allow_recompiles
 
 
@@ -157,6 +161,8 @@ class Engine:
         cfg = model.config
         p = next(model.parameters())
         self.model, self.cfg, self.device, self.dtype = model.eval(), cfg, p.device, p.dtype
+        # The model's forwards through the cache, with the decode kernels where a step can take them.
+        self.model_forward = EngineForward(self.model)
         if not 0 <= spec_k <= cfg.num_nextn_predict_layers:
             raise ValueError(f"spec_k={spec_k}: the model has {cfg.num_nextn_predict_layers} MTP layers")
         self.k = spec_k
@@ -203,21 +209,20 @@ class Engine:
         # runs the eager function for a variant not built, instead of compiling it there (variants.py).
         self.variants = Variants(self.compiled, on_request=compile_on_request)
         if self.compiled:
-            import torch._dynamo as dynamo
-
             allow_recompiles(64)
             self.cache.mark_static()
             for t in (self.tokens, self.length, self.active, self.seeds, self.temp, self.top_p, self.top_k, self.h0):
                 if t is not None:
-                    dynamo.mark_static_address(t)
+                    torch._dynamo.mark_static_address(t)
             self._decode_fn = torch.compile(self._decode_impl, mode="reduce-overhead", fullgraph=True, dynamic=False)
         # The model side of admissions (prefill.py): a batched forward, or CUDA-graph windows for short ones.
-        self.prefill = Prefill(model, self.cache, self.tokens, self.h0, spec_k, self.capacity, compiled=self.compiled,
-                               compile_prefill=compile_prefill, graph=prefill_graph, variants=self.variants)
+        self.prefill = Prefill(self.model_forward, self.cache, self.tokens, self.h0, spec_k, self.capacity,
+                               compiled=self.compiled, compile_prefill=compile_prefill, graph=prefill_graph,
+                               variants=self.variants)
         # The first token of each admitted sample: eager, the counter-based noise alone is ~50 launches.  On GPU
         # one CUDA graph per power-of-four sample count (the samples padded up to it), captured from the eager
         # function without torch.compile (variants.GraphedFunction): nothing to generate, so the capture takes
-        # milliseconds and cannot fail in Inductor (which did, on the cumsum over 64 x 151,680 logits).
+        # milliseconds and no Inductor code generation (of a scan over a whole vocabulary) can fail.
         self._first_fn = first_tokens
         self._first_pad = self.compiled
         if self.compiled:
@@ -363,34 +368,17 @@ class Engine:
     def compiled_variants(self) -> list[tuple]:
         """The keys of every compiled variant this engine can reach (none when it is not compiled): a decode
         step per (sampling mode, attention length), a prefill window per row count, a first-token graph per
-        padded sample count."""
+        padded sample count (``variants.variant_keys``)."""
         if not self.compiled:
             return []
-        keys = [("decode", mode, kv) for mode in self.MODES for kv in self.kv_lengths()]
-        keys += [("window", rows) for rows in self.prefill.window_rows()]
-        p, top = 1, padded_count(self.slots)
-        while p <= top:
-            keys.append(("first", p))
-            p *= 4
-        return keys
+        return variant_keys(self.MODES, self.kv_lengths(), self.prefill.window_rows(), self.slots)
 
     @torch.no_grad()
     def warmup(self, log=None, keys=None, progress=None) -> dict:
         """Build ``keys`` (default: :meth:`compiled_variants`, all of them) now, on an idle engine; ``log(line)``
         gets one line per variant, ``progress(done, total)`` is called after each.  Returns {key: seconds}."""
-        keys = self.compiled_variants() if keys is None else list(keys)
-        times, t_all = {}, time.perf_counter()
-        for i, key in enumerate(keys, 1):
-            t0 = time.perf_counter()
-            self.prepare(key)
-            times[key] = dt = time.perf_counter() - t0
-            if log:
-                log(f"warm-up {i}/{len(keys)}: {describe(key)}: {dt:.1f} s")
-            if progress:
-                progress(i, len(keys))
-        if log and len(keys) > 1:
-            log(f"warm-up done: {len(keys)} compiled variants in {time.perf_counter() - t_all:.1f} s")
-        return times
+        keys = self.compiled_variants() if keys is None else keys
+        return self.variants.warmup(self.prepare, keys, log, progress)
 
     @torch.no_grad()
     def prepare(self, key: tuple) -> None:
@@ -400,40 +388,15 @@ class Engine:
             raise RuntimeError("prepare() needs an engine with no running sequences")
         if key in self.variants.ready or not self.compiled:
             return
-        graphs = self.device.type == "cuda"
-        kind = key[0]
-        if kind == "decode":
-            for _ in range(3):  # cudagraph trees: a warm-up run, the recording, a replay
-                if graphs:
-                    torch.compiler.cudagraph_mark_step_begin()
-                self._decode_fn(key[2], key[1])
-        elif kind == "window":
-            self.prefill.prepare_window(key[1])
-        elif kind == "first":
-            P, V, dev = key[1], self.cfg.vocab_size, self.device
-            args = (torch.zeros(P, V, device=dev), torch.ones(P, device=dev), torch.ones(P, device=dev),
-                    torch.zeros(P, dtype=torch.long, device=dev), torch.zeros(P, dtype=torch.long, device=dev),
-                    torch.ones(P, dtype=torch.long, device=dev))
-            if isinstance(self._first_fn, GraphedFunction):
-                self._first_fn.capture(*args)
-            else:
-                for _ in range(3):
-                    if graphs:
-                        torch.compiler.cudagraph_mark_step_begin()
-                    self._first_fn(*args)
-        else:
-            raise ValueError(f"unknown compiled variant {key!r}")
-        if graphs:
-            torch.cuda.synchronize(self.device)
+        build_variant(key, decode_fn=self._decode_fn, prefill=self.prefill, first_fn=self._first_fn,
+                      vocab_size=self.cfg.vocab_size, device=self.device)
         self.variants.ready.add(key)
 
     def prepare_pending(self, log=None) -> tuple | None:
         """Build one variant that the request path had to serve eagerly, if the engine is idle; returns its key."""
-        pending = self.variants.pending()
-        if not pending or self.has_unfinished():
+        if self.has_unfinished():
             return None
-        self.warmup(log, pending[:1])
-        return pending[0]
+        return self.variants.build_pending(self.prepare, log)
 
     def reset_stats(self) -> None:
         """Zero the counters and speculative statistics (e.g. after a benchmark's warm-up)."""
@@ -480,9 +443,9 @@ class Engine:
         one forward, or CUDA-graph windows for short admissions); the n samples of a request share its prefill
         (the first slot's cache is copied); each sample's first token is drawn.
 
-        Host work is kept to a few launches (on an H100 a 14-token prompt's whole admission takes 2.4 ms for a
-        0.5B model, 2.9 ms with two MTP layers): the per-sample metadata crosses to the device in two copies, the
-        first token is drawn by one CUDA graph, and the results come back in one."""
+        Host work is kept to a few launches (docs/inference.md gives the cost of an admission): the per-sample
+        metadata crosses to the device in two copies, the first token is drawn by one CUDA graph, and the results
+        come back in one."""
         t0 = time.perf_counter()
         dev = self.device
         free = [s for s in range(self.slots) if s not in self.running]
@@ -648,7 +611,7 @@ class Engine:
             drafts, draft_lp = self._draft(rows, length, kv_len, mode)
         vpos = length[:, None] + torch.arange(k + 1, device=dev)
         ids = self.tokens[rows[:, None], vpos]
-        out = self.model(ids, position_ids=vpos, kv_cache=CacheView(self.cache, vpos, kv_len))
+        out = self.model_forward(ids, vpos, CacheView(self.cache, vpos, kv_len))
         if k:
             self.h0[rows[:, None], vpos] = out.hidden_states
         logits = out.logits.float()
@@ -682,7 +645,7 @@ class Engine:
         drafts, lps = [], []
         for j in range(1, k + 1):
             nxt = self.tokens[rows[:, None], pw + j]
-            h, logits = self.model.mtp_forward(j, h, nxt, pw, kv_cache=CacheView(self.cache, pw, kv_len))
+            h, logits = self.model_forward.mtp_forward(j, h, nxt, pw, CacheView(self.cache, pw, kv_len))
             if mode == "greedy":
                 d = logits[rows, r].float().log_softmax(-1).argmax(-1)
                 lps.append(None)

@@ -10,12 +10,15 @@ with no split-K reduction pass.
 - :func:`decode_attention`: GQA attention of a few query positions per sequence against a static KV
   cache, split over the keys (flash-decoding); each sequence reads only the keys up to its own
   position, not the whole attention-length bucket.
+- :func:`folded_gqa_attention` (PyTorch): GQA attention over cached keys with the query groups folded into the
+  query axis, so K/V are never repeated; the engine's attention wherever the Triton one does not apply.
 - :func:`filter_logprobs`: ``sampling.process_logits`` (temperature, top-k, top-p) as one opaque custom op, so
   that a compiled decode step runs its sort and cumulative sum as the eager kernels inside its CUDA graph
   instead of asking Inductor to generate a scan over the whole vocabulary.
 
 :func:`enabled` says whether a tensor can take these paths; everywhere else (CPU, float32, long
-prefills) the model uses its plain PyTorch code, which the tests compare these kernels with.
+prefills) the engine's forward (``forward.py``) runs the model's plain PyTorch modules, which the tests compare
+these kernels with.
 ``OPENMIMO_TRITON=0`` turns them off.
 """
 
@@ -69,10 +72,25 @@ def gate_up_silu_ref(x, w_gate, w_up):
     return F.silu(F.linear(x, w_gate)) * F.linear(x, w_up)
 
 
+def folded_gqa_attention(q, k, v, mask):
+    """GQA attention without repeating K/V: the G query heads of a KV group become G x T query rows.
+
+    q: (B, H, T, D); k, v: (B, n_kv, S, D); mask: bool, broadcastable to (B, 1, T, S) (required).
+    The engine's attention over cached keys (decode steps, prefill windows): every SDPA backend that takes a
+    mask then reads each cached key once, where SDPA's ``enable_gqa`` fallbacks may copy the cache G times.
+    Same result as ``enable_gqa=True``.
+    """
+    B, H, T, D = q.shape
+    n_kv, S = k.shape[1], k.shape[2]
+    G = H // n_kv
+    qf = q.reshape(B, n_kv, G * T, D)
+    m = mask.expand(B, 1, T, S)[:, :, None].expand(B, 1, G, T, S).reshape(B, 1, G * T, S)
+    y = F.scaled_dot_product_attention(qf, k, v, attn_mask=m)
+    return y.reshape(B, H, T, D)
+
+
 def decode_attention_ref(q, k_cache, v_cache, positions, kv_len):
     """q (B, H, T, D); caches (B, n_kv, capacity, D) (row b = slot b); query t of row b sees keys <= positions[b, t]."""
-    from openmimo.model.mimo import folded_gqa_attention
-
     keys = torch.arange(kv_len, device=q.device)
     mask = (keys[None, None, :] <= positions[:, :, None])[:, None]
     return folded_gqa_attention(q, k_cache[:, :, :kv_len], v_cache[:, :, :kv_len], mask)

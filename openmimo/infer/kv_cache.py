@@ -5,9 +5,10 @@ One buffer pair per attention layer of the model (main layers, then MTP layers, 
 slot; its token at position t has its keys/values at index t.  Nothing is ever moved or
 reallocated, so a compiled decode step (CUDA graphs) sees fixed addresses.
 
-:class:`CacheView` is what the model's ``kv_cache`` hook receives for one forward: which slots
-the batch rows are, the positions being written, the attention mask, and how many positions to
-attend over (a bucket, so compiled graphs are reused).
+:class:`CacheView` is the cache of one forward: which slots the batch rows are, the positions being
+written, the attention mask, and how many positions to attend over (a bucket, so compiled graphs are
+reused).  The model's attention uses only its ``update`` and ``attn_mask`` (as with Hugging Face's
+caches); the engine's forward (``forward.py``) also reads which decode kernels this forward may take.
 """
 
 from __future__ import annotations
@@ -64,18 +65,18 @@ class KVCache(nn.Module):
 
 
 class CacheView:
-    """The ``kv_cache`` object of one forward (see ``Attention.forward`` in model/mimo.py).
+    """The ``kv_cache`` of one forward (``update`` and ``attn_mask``: see ``Attention.forward`` in model/mimo.py).
 
-    rows_are_slots: batch row i is slot i and the batch covers every slot (the decode step);
+    Without ``slot_ids``, batch row i is slot i and the batch covers every slot (the decode step);
     otherwise ``slot_ids`` (B,) names the slots.  ``positions`` (B, T): where each new token is
     written.  ``kv_len``: attend over cache positions [0, kv_len).  ``attn_mask`` (bool, B, 1, T,
     kv_len) lets a query see keys at positions <= its own; ``None`` means plain causal attention over
     exactly the new tokens (a prefill into an empty slot, which may then use flash kernels).
-    ``fold_gqa`` asks the model to attend without repeating K/V for GQA (decode).
 
-    Fast paths (CUDA, bf16/fp16, see ``kernels.py``): ``fast_linear`` (at most ``kernels.MAX_M`` new
-    tokens in the batch) asks the model to run its projections through :meth:`linear` and
-    :meth:`gate_up`; ``fast_attention`` (decode over all slots) through :meth:`attend`.
+    What the engine's forward (``forward.py``) may use in this forward: ``fold_gqa``, GQA attention without
+    repeating K/V (a masked forward over cached keys); on CUDA in bf16/fp16 (``kernels.py``) ``fast_linear``
+    (at most ``kernels.MAX_M`` new tokens in the batch), the small-M projection kernels, and
+    ``fast_attention`` (decode over all slots), the Triton attention of :meth:`attend`.
     """
 
     def __init__(self, cache: KVCache, positions: torch.Tensor, kv_len: int, slot_ids: torch.Tensor | None = None,
@@ -102,14 +103,6 @@ class CacheView:
         if self.slot_ids is None:
             return kc[:, :, : self.kv_len], vc[:, :, : self.kv_len]
         return kc[self.slot_ids, :, : self.kv_len], vc[self.slot_ids, :, : self.kv_len]
-
-    def linear(self, x: torch.Tensor, weights, biases=None) -> torch.Tensor:
-        """``cat([F.linear(x, w, b) ...], -1)`` in one kernel (q/k/v share one launch)."""
-        return kernels.small_m_linear(x, weights, biases)
-
-    def gate_up(self, x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor) -> torch.Tensor:
-        """``silu(x @ w_gate^T) * (x @ w_up^T)`` in one kernel."""
-        return kernels.gate_up_silu(x, w_gate, w_up)
 
     def attend(self, layer_idx: int, q: torch.Tensor) -> torch.Tensor:
         """Attention of q (B, H, T, D) over the cache after :meth:`update` (each row up to its own position)."""

@@ -11,8 +11,8 @@ Two paths, the same result (tests/test_engine_fast.py checks them against each o
   cut into windows of ``CHUNK_ROWS`` prompts (one for a single prompt) x ``CHUNK`` tokens, each run by a
   fixed-shape function attending over the slot's first ``chunk_kv`` cache positions (masked to each query's
   position), compiled as a CUDA graph (one per row count).  A short prompt then costs a replay instead of an
-  eager forward's hundreds of launches (20-32 ms for a 14-token prompt of a 0.5B model on an H100).  Used while an admission needs at most ``MAX_GRAPH_REPLAYS``
-  windows and its longest prompt fits ``chunk_kv``.
+  eager forward's hundreds of launches (docs/inference.md).  Used while an admission needs at most
+  ``MAX_GRAPH_REPLAYS`` windows and its longest prompt fits ``chunk_kv``.
 
 Padding sits after each prompt in both paths: no real token attends to it, and its K/V lands past the row's
 length, where decoding overwrites it before any query can see it.
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from openmimo.infer.forward import EngineForward
 from openmimo.infer.kv_cache import CacheView
-from openmimo.model.mimo import rope_cos_sin
 
 
 class Prefill:
@@ -32,9 +32,9 @@ class Prefill:
     # 4 x 16 = 64 rows keeps the window's projections on the small-M kernels (kernels.MAX_M).
     CHUNK, CHUNK_ROWS, CHUNK_MAX, MAX_GRAPH_REPLAYS = 16, 4, 256, 16
 
-    def __init__(self, model, cache, tokens, h0, k: int, capacity: int, *, compiled: bool,
+    def __init__(self, model_forward: EngineForward, cache, tokens, h0, k: int, capacity: int, *, compiled: bool,
                  compile_prefill: bool = False, graph: bool | None = None, variants=None):
-        self.model, self.cfg, self.cache, self.tokens, self.h0, self.k = model, model.config, cache, tokens, h0, k
+        self.model_forward, self.cache, self.tokens, self.h0, self.k = model_forward, cache, tokens, h0, k
         self.variants = variants  # the engine's variants.Variants: a window row count not built runs batched
         self.device = tokens.device
         self.cuda_graphs = compiled and self.device.type == "cuda"
@@ -80,18 +80,18 @@ class Prefill:
             self.windows(ids, [i % n_slots for i in range(rows)], [self.CHUNK] * rows)
 
     def _fill(self, ids, pos, slots, last, view):
-        """Run the model over ``ids`` at ``pos`` through cache ``view`` (writing K/V into ``slots``), then
+        """Run the engine's forward over ``ids`` at ``pos`` through cache ``view`` (writing K/V into ``slots``), then
         fill the MTP layers' caches (depth j at t reads token t + j; unknown ones are placeholders, rewritten
         by the first draft window) and keep the main hidden states; logits at ``last`` (float32, (B, V))."""
-        out = self.model(ids, position_ids=pos, kv_cache=view, logits_to_keep=last)
+        out = self.model_forward(ids, pos, view, logits_to_keep=last)
         if self.k:
             hidden = out.hidden_states
             self.h0[slots[:, None], pos] = hidden
-            cos, sin = rope_cos_sin(pos, self.cfg.head_size, self.cfg.rope_theta, hidden.dtype)
-            h, emb = hidden, self.model.model.embed_tokens
+            cos, sin = self.model_forward.rope(pos, hidden.dtype)
+            h, emb = hidden, self.model_forward.model.model.embed_tokens
             for j in range(1, self.k + 1):
                 nxt = self.tokens[slots[:, None], pos + j]
-                h = self.model.model.mtp_layers[j - 1](h, emb(nxt), pos, cos, sin, None, view)
+                h = self.model_forward.mtp_layer(j, h, emb(nxt), pos, cos, sin, view)
         return out.logits[:, 0].float()
 
     def forward_impl(self, ids, pos, s0, last):

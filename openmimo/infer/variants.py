@@ -1,12 +1,13 @@
-"""Compiled variants of the engine's functions: which are ready, which the request path had to serve eagerly,
-and plain CUDA graphs for pure functions.
+"""Compiled variants of the engine's functions: their keys, the warm-up that builds them, which are ready, which
+the request path had to serve eagerly, and plain CUDA graphs for pure functions.
 
 A *variant* is one compiled or captured build of a function at one static shape or mode, named by a key:
 ``("decode", mode, kv_len)`` (one decode step), ``("window", rows)`` (one prefill window), ``("first",
-samples)`` (the first-token sampler).  :meth:`Engine.warmup` builds every variant an engine can reach before
-it serves; :class:`Variants` records which are built, so that the request path of a server never compiles: a
-key that is not ready is served by the uncompiled function and noted in ``missing``, for :meth:`Engine.prepare`
-to build while the engine is idle.
+samples)`` (the first-token sampler).  :func:`variant_keys` lists every variant an engine can reach;
+:meth:`Variants.warmup` builds them before it serves (:func:`build_variant` runs one), with a log line and a
+progress call per variant.  :class:`Variants` records which are built, so that the request path of a server
+never compiles: a key that is not ready is served by the uncompiled function and noted in ``missing``, for
+:meth:`Variants.build_pending` to build while the engine is idle.
 
 :class:`GraphedFunction` captures a pure tensor function into one ``torch.cuda.CUDAGraph`` per input
 shape, without torch.compile: the function's own eager kernels, replayed in one launch.  Capturing takes
@@ -15,7 +16,62 @@ milliseconds (nothing is generated or compiled), and it cannot hit a code-genera
 
 from __future__ import annotations
 
+import time
+
 import torch
+
+from openmimo.infer.sampling import padded_count
+
+
+def variant_keys(modes, kv_lengths, window_rows, max_samples: int) -> list[tuple]:
+    """Every variant key of a compiled engine: a decode step per (sampling mode, attention length), a prefill
+    window per row count, a first-token graph per padded sample count up to ``padded_count(max_samples)``."""
+    keys = [("decode", mode, kv) for mode in modes for kv in kv_lengths]
+    keys += [("window", rows) for rows in window_rows]
+    p, top = 1, padded_count(max_samples)
+    while p <= top:
+        keys.append(("first", p))
+        p *= 4
+    return keys
+
+
+def sampler_inputs(samples: int, vocab_size: int, device) -> tuple:
+    """Placeholder inputs of the first-token sampler for ``samples`` rows (logits, temperature, top-p, top-k,
+    seeds, positions): the shapes and dtypes its graph is built for."""
+    P, V = samples, vocab_size
+    return (torch.zeros(P, V, device=device), torch.ones(P, device=device), torch.ones(P, device=device),
+            torch.zeros(P, dtype=torch.long, device=device), torch.zeros(P, dtype=torch.long, device=device),
+            torch.ones(P, dtype=torch.long, device=device))
+
+
+def _record(fn, args, graphs: bool) -> None:
+    """Three calls of a ``reduce-overhead`` compiled function: cudagraph trees warm up, record, then replay."""
+    for _ in range(3):
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        fn(*args)
+
+
+def build_variant(key: tuple, *, decode_fn, prefill, first_fn, vocab_size: int, device) -> None:
+    """Compile and capture one variant by running it: ``decode_fn(kv_len, mode)`` (the compiled decode step),
+    ``prefill.prepare_window(rows)``, or ``first_fn`` (a :class:`GraphedFunction` is captured, a compiled
+    function recorded) on placeholder inputs.  The caller's engine must be idle: the writes land in free slots."""
+    graphs = device.type == "cuda"
+    kind = key[0]
+    if kind == "decode":
+        _record(decode_fn, (key[2], key[1]), graphs)
+    elif kind == "window":
+        prefill.prepare_window(key[1])
+    elif kind == "first":
+        args = sampler_inputs(key[1], vocab_size, device)
+        if isinstance(first_fn, GraphedFunction):
+            first_fn.capture(*args)
+        else:
+            _record(first_fn, args, graphs)
+    else:
+        raise ValueError(f"unknown compiled variant {key!r}")
+    if graphs:
+        torch.cuda.synchronize(device)
 
 
 def describe(key: tuple) -> str:
@@ -57,6 +113,31 @@ class Variants:
     def pending(self) -> list:
         """Keys the request path needed that are still not built, in the order first needed."""
         return [k for k in self.missing if k not in self.ready and k not in self.failed]
+
+    def warmup(self, build, keys, log=None, progress=None) -> dict:
+        """Build ``keys`` in order with ``build(key)``; ``log(line)`` gets one line per variant and a summary,
+        ``progress(done, total)`` is called after each.  Returns {key: seconds}."""
+        keys = list(keys)
+        times, t_all = {}, time.perf_counter()
+        for i, key in enumerate(keys, 1):
+            t0 = time.perf_counter()
+            build(key)
+            times[key] = dt = time.perf_counter() - t0
+            if log:
+                log(f"warm-up {i}/{len(keys)}: {describe(key)}: {dt:.1f} s")
+            if progress:
+                progress(i, len(keys))
+        if log and len(keys) > 1:
+            log(f"warm-up done: {len(keys)} compiled variants in {time.perf_counter() - t_all:.1f} s")
+        return times
+
+    def build_pending(self, build, log=None) -> tuple | None:
+        """Build the first :meth:`pending` key with ``build(key)`` (logged as a warm-up); returns it, or None."""
+        pending = self.pending()
+        if not pending:
+            return None
+        self.warmup(build, pending[:1], log)
+        return pending[0]
 
 
 class GraphedFunction:

@@ -17,7 +17,9 @@ several tokens.
 
 Packed sequences: position ids restart at 0 at each document start; attention is then masked to
 stay inside a document, and every target (main and MTP) whose token lies in another document than
-the predicting position is ignored.  The model knows nothing of parallelism; see ``parallel.py``.
+the predicting position is ignored.  The model knows nothing of parallelism (see ``parallel.py``) nor of
+inference kernels: with a KV cache its attention only asks the cache to ``update`` and for ``attn_mask``; the
+generation engine runs these same modules through its own forward (``infer/forward.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 from openmimo.model.config import MiMoConfig
 
@@ -71,7 +75,7 @@ def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
     return torch.cumsum((position_ids == 0).to(torch.int32), dim=1)
 
 
-def _keep_positions(x: torch.Tensor, keep) -> torch.Tensor:
+def keep_positions(x: torch.Tensor, keep) -> torch.Tensor:
     """x (B, T, ...) restricted to the last ``keep`` positions (0: all), or to position ``keep[b]`` of each
     row b when ``keep`` is a (B,) tensor (the result keeps a length-1 time axis)."""
     if torch.is_tensor(keep):
@@ -95,15 +99,11 @@ def set_attention_backend(name: str) -> None:
 
 def sdpa_backend(name: str):
     """The ``torch.nn.attention.SDPBackend`` of a pinned backend name (flash | cudnn | efficient)."""
-    from torch.nn.attention import SDPBackend
-
     return {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION}[name]
 
 
 def _pinned_sdpa(q, k, v, causal: bool, gqa: bool, backend: str):
-    from torch.nn.attention import sdpa_kernel
-
     kernel = sdpa_backend(backend)
     if gqa and backend != "flash":
         r = q.shape[1] // k.shape[1]
@@ -115,16 +115,12 @@ def _pinned_sdpa(q, k, v, causal: bool, gqa: bool, backend: str):
 def _flex_attention():
     """FlexAttention compiled once, on first use (never at import)."""
     if "fn" not in _FLEX:
-        from torch.nn.attention.flex_attention import flex_attention
-
         _FLEX["fn"] = torch.compile(flex_attention, dynamic=False)
     return _FLEX["fn"]
 
 
 def document_block_mask(position_ids: torch.Tensor):
     """FlexAttention BlockMask for causal attention inside packed documents (CUDA fast path)."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
     doc = document_ids(position_ids)
     B, T = doc.shape
 
@@ -175,23 +171,6 @@ def target_mask(labels: torch.Tensor, attention_mask: torch.Tensor | None, doc: 
     return valid
 
 
-def folded_gqa_attention(q, k, v, mask):
-    """GQA attention without repeating K/V: the G query heads of a KV group become G x T query rows.
-
-    q: (B, H, T, D); k, v: (B, n_kv, S, D); mask: bool, broadcastable to (B, 1, T, S) (required).
-    Used by inference caches that set ``fold_gqa`` (decode steps): every SDPA backend that takes
-    a mask then reads each cached key once, instead of SDPA's ``enable_gqa`` fallbacks that may
-    copy the cache G times.  Same result as ``enable_gqa=True``.
-    """
-    B, H, T, D = q.shape
-    n_kv, S = k.shape[1], k.shape[2]
-    G = H // n_kv
-    qf = q.reshape(B, n_kv, G * T, D)
-    m = mask.expand(B, 1, T, S)[:, :, None].expand(B, 1, G, T, S).reshape(B, 1, G * T, S)
-    y = F.scaled_dot_product_attention(qf, k, v, attn_mask=m)
-    return y.reshape(B, H, T, D)
-
-
 def _ce_sum_correct(logits: torch.Tensor, targets: torch.Tensor):
     """Summed cross-entropy (float32) over non-ignored targets, and the arg-max hit count."""
     flat = logits.reshape(-1, logits.shape[-1]).float()
@@ -209,6 +188,20 @@ def _ce_compiled():
     return _FLEX["ce"]
 
 
+def attend(q, k, v, mask):
+    """Attention of q (B, H, T, D) over k, v (B, n_kv, S, D) (GQA when n_kv < H).  ``mask``: a boolean mask
+    broadcastable to (B, 1, T, S), a FlexAttention BlockMask, or None for causal attention over the same
+    positions (training without padding, or a prefill into an empty cache)."""
+    gqa = q.shape[1] != k.shape[1]
+    if mask is not None and not torch.is_tensor(mask):  # a FlexAttention BlockMask
+        return _flex_attention()(q, k, v, block_mask=mask, enable_gqa=gqa)
+    if mask is None and q.is_cuda and _SDPA["backend"] != "auto":
+        return _pinned_sdpa(q, k, v, True, gqa, _SDPA["backend"])
+    # Without a mask, q and k cover the same positions, so causal is right for any T (T = 1 included); a python
+    # bool keeps T symbolic.
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: MiMoConfig, layer_idx: int):
         super().__init__()
@@ -220,44 +213,24 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=b)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
 
-    def forward(self, x, cos, sin, mask, kv_cache=None):
-        B, T, _ = x.shape
-        # Inference caches may offer one-launch projections for a few rows (decode; see infer/kv_cache.py).
-        fast = kv_cache is not None and getattr(kv_cache, "fast_linear", False)
-        if fast:
-            p = (self.q_proj, self.k_proj, self.v_proj)
-            q, k, v = kv_cache.linear(x, [m.weight for m in p], [m.bias for m in p] if p[0].bias is not None else None
-                                      ).split([self.n_heads * self.head_dim] + [self.n_kv * self.head_dim] * 2, -1)
-        else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+    def split_heads(self, q, k, v, cos, sin):
+        """Projections (B, T, heads x head_dim) as (B, heads, T, head_dim), RoPE applied to q and k."""
+        B, T, _ = q.shape
         q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = k.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = None
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def forward(self, x, cos, sin, mask, kv_cache=None):
+        """``kv_cache`` (optional), a cache in the manner of Hugging Face's: ``update(layer_idx, k, v)`` stores this
+        step's keys/values and returns every visible one; its ``attn_mask`` replaces ``mask``."""
+        B, T, _ = x.shape
+        q, k, v = self.split_heads(self.q_proj(x), self.k_proj(x), self.v_proj(x), cos, sin)
         if kv_cache is not None:
-            # The cache stores this step's keys/values and returns everything visible; its mask
-            # (set by the engine for this step) replaces the training mask.
             k, v = kv_cache.update(self.layer_idx, k, v)
             mask = kv_cache.attn_mask
-            if getattr(kv_cache, "fold_gqa", False) and self.n_heads != self.n_kv:
-                if getattr(kv_cache, "fast_attention", False):
-                    y = kv_cache.attend(self.layer_idx, q)
-                else:
-                    y = folded_gqa_attention(q, k, v, mask)
-        if y is None:
-            gqa = self.n_heads != self.n_kv
-            if mask is not None and not torch.is_tensor(mask):  # a FlexAttention BlockMask
-                y = _flex_attention()(q, k, v, block_mask=mask, enable_gqa=gqa)
-            elif mask is None and q.is_cuda and _SDPA["backend"] != "auto":
-                y = _pinned_sdpa(q, k, v, True, gqa, _SDPA["backend"])
-            else:
-                # Without a mask, q and k cover the same positions (training, or a prefill into an empty
-                # slot), so causal is right for any T (T = 1 included); a python bool keeps T symbolic.
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
-                                                   enable_gqa=gqa)
-        y = y.transpose(1, 2).reshape(B, T, -1)
-        return kv_cache.linear(y, [self.o_proj.weight]) if fast else self.o_proj(y)
+        y = attend(q, k, v, mask)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
 class MLP(nn.Module):
@@ -268,10 +241,7 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(d, f, bias=False)
         self.down_proj = nn.Linear(f, d, bias=False)
 
-    def forward(self, x, kv_cache=None):
-        if kv_cache is not None and getattr(kv_cache, "fast_linear", False):  # decode: one-launch SwiGLU input
-            return kv_cache.linear(kv_cache.gate_up(x, self.gate_proj.weight, self.up_proj.weight),
-                                   [self.down_proj.weight])
+    def forward(self, x):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -285,7 +255,7 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, cos, sin, mask, kv_cache=None):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv_cache)
-        return x + self.mlp(self.post_attention_layernorm(x), kv_cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class MTPLayer(DecoderLayer):
@@ -299,11 +269,15 @@ class MTPLayer(DecoderLayer):
         self.input_proj = nn.Linear(2 * d, d, bias=False)
         self.final_layernorm = RMSNorm(d, cfg.rms_norm_eps)
 
-    def forward(self, prev_hidden, next_embeds, position_ids, cos, sin, mask, kv_cache=None):
-        """The normalised output (B, T, d): the head's input and the next depth's hidden state.
-        ``position_ids`` (B, T): the embedding is zeroed where they are 0."""
+    def fuse(self, prev_hidden, next_embeds, position_ids):
+        """The block's input (B, T, d): [normed hidden, normed next-token embedding] projected to d; the
+        embedding is zeroed where ``position_ids`` (B, T) are 0."""
         next_embeds = next_embeds.masked_fill((position_ids == 0)[..., None], 0.0)
-        x = self.input_proj(torch.cat([self.hidden_layernorm(prev_hidden), self.token_layernorm(next_embeds)], -1))
+        return self.input_proj(torch.cat([self.hidden_layernorm(prev_hidden), self.token_layernorm(next_embeds)], -1))
+
+    def forward(self, prev_hidden, next_embeds, position_ids, cos, sin, mask, kv_cache=None):
+        """The normalised output (B, T, d): the head's input and the next depth's hidden state."""
+        x = self.fuse(prev_hidden, next_embeds, position_ids)
         return self.final_layernorm(super().forward(x, cos, sin, mask, kv_cache))
 
 
@@ -361,7 +335,7 @@ class MiMoForCausalLM(nn.Module):
                 m.weight.fill_(1.0)
 
     def save_pretrained(self, path, tokenizer=None, max_shard_size: int = 2 * 1024**3, extra_files=None) -> None:
-        from openmimo.model.hf import save_pretrained
+        from openmimo.model.hf import save_pretrained  # model/hf.py imports this module: at the top, a cycle
 
         save_pretrained(self, path, tokenizer=tokenizer, max_shard_size=max_shard_size, extra_files=extra_files)
 
@@ -376,7 +350,8 @@ class MiMoForCausalLM(nn.Module):
 
         ``labels`` are aligned with ``input_ids`` (the shift happens here); IGNORE_INDEX entries,
         padded positions and targets in another document are not counted.  MTP losses are
-        computed when labels are given (``compute_mtp`` overrides).
+        computed when labels are given (``compute_mtp`` overrides).  ``kv_cache``: see :meth:`Attention.forward`
+        (its mask then replaces the one built from ``attention_mask`` and ``position_ids``).
         """
         B, T = input_ids.shape
         packed_positions = position_ids
@@ -390,7 +365,7 @@ class MiMoForCausalLM(nn.Module):
         out = ModelOutput(hidden_states=x)
         h = self.model.norm(x)
         if labels is None:
-            out.logits = self.lm_head(_keep_positions(h, logits_to_keep))
+            out.logits = self.lm_head(keep_positions(h, logits_to_keep))
             if compute_mtp:
                 raise ValueError("compute_mtp needs labels; use mtp_forward for drafting")
             return out
@@ -403,7 +378,7 @@ class MiMoForCausalLM(nn.Module):
                 next_ids = F.pad(input_ids[:, k:], (0, k), value=0)
                 prev = layer(prev, self.model.embed_tokens(next_ids), position_ids, cos, sin, mask)
                 out.mtp_losses.append(self._shifted_loss(out, self.lm_head(prev), labels, attention_mask, doc, 1 + k))
-        out.logits = _keep_positions(out.logits, logits_to_keep)
+        out.logits = keep_positions(out.logits, logits_to_keep)
         return out
 
     @staticmethod
