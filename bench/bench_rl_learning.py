@@ -23,6 +23,11 @@ import math
 import time
 from pathlib import Path
 
+from openmimo.config import load
+from openmimo.rl.config import RLConfig
+from openmimo.rl.problems import load_problems
+from openmimo.rl.trainer import RLRun
+
 
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,9 +44,6 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--out-dir", default="runs/bench_rl_learning")
     ap.add_argument("overrides", nargs="*", help="RL config overrides, e.g. actor.lr=2e-4")
     a = ap.parse_args(argv)
-
-    from openmimo.config import load
-    from openmimo.rl.trainer import RLConfig, RLRun, load_problems
 
     ov = [f"train.model_path={a.model}", f"train.out_dir={a.out_dir}", f"data.train_path=[{', '.join(a.train)}]",
           "data.val_path=", f"data.levels=[{', '.join(map(str, a.levels))}]"]

@@ -54,9 +54,16 @@ try:
 except ImportError:  # run from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from openmimo.rl.backends import EngineBackend, PoolRewards
+from openmimo.infer.engine import Engine, SamplingParams
+from openmimo.model.hf import load_model
+from openmimo.rewards.math import require_math_verify
+from openmimo.rewards.pool import RewardPool
+from openmimo.rl.backends import EngineBackend, Finished, PoolRewards, make_score_fn
+from openmimo.rl.problems import load_problems
 from openmimo.rl.rollout import MODES, RolloutConfig, SeamlessRollout
 from openmimo.rl.sampler import ProblemSampler
+from openmimo.runtime import init_runtime, seed_everything
+from openmimo.tokenizer import load_tokenizer
 
 PAPER = {"source": "MiMo-7B report, Table 2 (256 GPUs)", "speedup_early_termination_vs_naive": 2.29,
          "gpu_idle_naive": 0.693, "gpu_idle_early_termination": 0.277,
@@ -183,13 +190,6 @@ def reweight_code(problems: list, share: float) -> list:
 
 
 def setup(args, score_fn=None) -> dict:
-    from openmimo.infer.engine import Engine, SamplingParams
-    from openmimo.model.hf import load_model
-    from openmimo.rewards.pool import RewardPool
-    from openmimo.rl.trainer import load_problems, make_score_fn
-    from openmimo.runtime import init_runtime, seed_everything
-    from openmimo.tokenizer import load_tokenizer
-
     rt = init_runtime(args.device, args.dtype)
     seed_everything(args.seed)
     tok = load_tokenizer(args.model)
@@ -199,8 +199,6 @@ def setup(args, score_fn=None) -> dict:
         problems = reweight_code(problems, args.code_share)
         counts = {**counts, "code_share": args.code_share, "list_size": len(problems)}
     if score_fn is None and counts["math"]:
-        from openmimo.rewards.math import require_math_verify
-
         require_math_verify()  # a missing verifier would score every sample 0: a meaningless table
     model = load_model(args.model, dtype=rt.dtype, device=rt.device)
     longest = max(len(p["prompt_ids"]) for p in problems)
@@ -220,8 +218,6 @@ def setup(args, score_fn=None) -> dict:
 def warm_up(ctx: dict, args) -> float:
     """Untimed: the longest prompt to max_new_tokens (no stop) compiles every decode bucket the run can
     reach; then every reward worker scores a well-formed answer (imports, judge start-up).  Returns seconds."""
-    from openmimo.rl.backends import Finished
-
     t0 = time.perf_counter()
     engine, problems, tok, score = ctx["engine"], ctx["problems"], ctx["tok"], ctx["score"]
     rec = max(problems, key=lambda p: len(p["prompt_ids"]))

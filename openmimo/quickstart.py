@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from openmimo.config import load
-from openmimo.rl.trainer import RLConfig
+from openmimo.rl.config import RLConfig
 from openmimo.rl.trainer import main as rl_main
 from openmimo.train.config import PretrainConfig
+from openmimo.train.data import WorldRunData
 from openmimo.train.pretrain import main as pretrain_main
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -62,10 +63,10 @@ def main(out_dir: str = "runs/quickstart", rl_steps: int | None = None, override
     note = readiness_note(pre_acc)
     if note:
         print(f"[quickstart] WARNING: {note}", flush=True)
-    world = out / "pretrain" / "data" / "world"
+    world = WorldRunData.of_run(out / "pretrain")  # the world pre-training wrote: RL's problems
     ov = [f"train.model_path={out / 'pretrain' / 'final'}", f"train.out_dir={out / 'rl'}", f"train.seed={seed}",
-          f"data.train_path=[{world / 'math' / 'train.jsonl'}, {world / 'code' / 'train.jsonl'}]",
-          f"data.val_path=[{world / 'math' / 'test.jsonl'}, {world / 'code' / 'test.jsonl'}]", "train.time_limit_s=0"]
+          f"data.train_path=[{world.records('math', 'train')}, {world.records('code', 'train')}]",
+          f"data.val_path=[{world.records('math', 'test')}, {world.records('code', 'test')}]", "train.time_limit_s=0"]
     if rl_steps is not None:
         ov.append(f"train.max_steps={rl_steps}")
     rcfg = load(RLConfig, CONFIGS / "rl_tiny.yaml", ov + rl_ov)

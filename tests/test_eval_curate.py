@@ -100,7 +100,8 @@ def test_curation_counts_routes_and_test_levels(tmp_path):
 
 def test_rl_reads_the_curated_easy_pool(tiny_math_ckpt, tmp_path):
     from openmimo.config import load
-    from openmimo.rl.trainer import RLConfig, RLRun
+    from openmimo.rl.config import RLConfig
+    from openmimo.rl.trainer import RLRun
 
     easy = tmp_path / "cur.easy.jsonl"
     easy.write_text("".join(json.dumps({"problem": f"What is {a} + 1?", "answer": str(a + 1)}) + "\n" for a in (3, 4)))

@@ -4,7 +4,7 @@ import json
 
 from openmimo.config import load
 from openmimo.quickstart import CONFIGS, RL_READY_MATH, main, readiness_note, split_overrides
-from openmimo.rl.trainer import RLConfig
+from openmimo.rl.config import RLConfig
 from openmimo.train.config import PretrainConfig
 
 

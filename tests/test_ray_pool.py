@@ -13,7 +13,7 @@ import pytest
 from openmimo.config import ConfigError, load
 from openmimo.rewards.pool import RewardResult, zero_result
 from openmimo.rewards.ray_pool import RayRewardPool
-from openmimo.rl.trainer import RLConfig
+from openmimo.rl.config import RLConfig
 
 
 @pytest.fixture(scope="module")

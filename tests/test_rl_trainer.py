@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from openmimo.config import ConfigError, load
-from openmimo.rl.trainer import RLConfig, RLRun, collate, load_problems
+from openmimo.rl.batching import collate
+from openmimo.rl.config import RLConfig
+from openmimo.rl.problems import load_problems
+from openmimo.rl.trainer import RLRun
 from openmimo.tokenizer import train_tokenizer
 
 
@@ -236,7 +239,7 @@ def test_code_reward_in_rl_judges_world_records_with_their_function_names():
     from types import SimpleNamespace
 
     from openmimo.data.world import generate
-    from openmimo.rl.trainer import make_score_fn
+    from openmimo.rl.backends import make_score_fn
     from openmimo.tokenizer import train_tokenizer
 
     recs = generate(seed=0, scale=0.05)["files"]["code/train.jsonl"]
@@ -254,7 +257,7 @@ def test_code_reward_in_rl_judges_world_records_with_their_function_names():
 def test_load_problems_filters_levels_and_counts(tmp_path):
     import json
 
-    from openmimo.rl.trainer import load_problems
+    from openmimo.rl.problems import load_problems
     from openmimo.tokenizer import train_tokenizer
 
     p = tmp_path / "m.jsonl"
@@ -269,7 +272,8 @@ def test_load_problems_filters_levels_and_counts(tmp_path):
 def test_auto_kind_mixes_math_and_code_files(tmp_path):
     """kind=auto: records with tests are code (scored by the judge, prompt in the pre-training format),
     the others math; the level filter leaves level-less code records alone; limits apply per file."""
-    from openmimo.rl.trainer import load_problems, make_score_fn
+    from openmimo.rl.backends import make_score_fn
+    from openmimo.rl.problems import load_problems
     from openmimo.tokenizer import train_tokenizer
 
     m = tmp_path / "m.jsonl"

@@ -1,4 +1,4 @@
-"""The OpenAI-API pieces that evaluation tools rely on, used by ``server.py``: log-prob objects (with
+"""The OpenAI-API pieces that evaluation tools rely on, used by ``server.py`` and ``completions.py``: log-prob objects (with
 ``top_logprobs``) for completions and chat, ``echo`` and prompt log-probs, and vLLM's tokenizer endpoints.
 
 Log-probs with alternatives come from re-scoring the whole sequence (prompt and completion) in one batched
@@ -22,6 +22,8 @@ lm-evaluation-harness probes to tokenise through the server.
 # No `from __future__ import annotations`: FastAPI must see the real `Request` annotation.
 
 import asyncio
+
+from openmimo.infer.api_request import APIError
 
 
 class TokenText:
@@ -87,10 +89,10 @@ async def rescore(engine, prompts: list[list[int]], completions: list[list[int]]
     return out
 
 
-def add_tokenizer_routes(app, tokenizer, max_len: int, read_body, api_error) -> None:
+def add_tokenizer_routes(app, tokenizer, max_len: int, read_body) -> None:
     """vLLM's ``/tokenize`` and ``/detokenize``, and ``/tokenizer_info``; ``read_body(request)`` parses and checks a
-    JSON body, ``api_error(status, message, param, code)`` builds the error to raise."""
-    from fastapi import Request
+    JSON body."""
+    from fastapi import Request  # the optional `serve` extra (see server.py)
 
     vocab = tokenizer.vocab_size
 
@@ -100,16 +102,16 @@ def add_tokenizer_routes(app, tokenizer, max_len: int, read_body, api_error) -> 
         if body.get("messages") is not None:
             msgs = body["messages"]
             if not isinstance(msgs, list) or not all(isinstance(m, dict) and "role" in m for m in msgs):
-                raise api_error(400, "'messages' must be a list of {role, content} objects", "messages", "invalid_type")
+                raise APIError(400, "'messages' must be a list of {role, content} objects", "messages", "invalid_type")
             add_gen = body.get("add_generation_prompt", True)
             try:
                 ids, _ = await asyncio.to_thread(tokenizer.render_chat, msgs, add_generation_prompt=bool(add_gen))
             except (ValueError, KeyError, TypeError, AttributeError) as e:
-                raise api_error(400, f"bad messages: {e}", "messages", "invalid_value") from None
+                raise APIError(400, f"bad messages: {e}", "messages", "invalid_value") from None
         else:
             prompt = body.get("prompt")
             if not isinstance(prompt, str):
-                raise api_error(400, "'prompt' must be a string (or send 'messages')", "prompt", "invalid_type")
+                raise APIError(400, "'prompt' must be a string (or send 'messages')", "prompt", "invalid_type")
             ids = await asyncio.to_thread(tokenizer.encode, prompt)
         reply = {"count": len(ids), "max_model_len": max_len, "tokens": ids}
         if body.get("return_token_strs"):
@@ -121,9 +123,9 @@ def add_tokenizer_routes(app, tokenizer, max_len: int, read_body, api_error) -> 
         body = await read_body(request)
         ids = body.get("tokens")
         if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
-            raise api_error(400, "'tokens' must be a list of integer token ids", "tokens", "invalid_type")
+            raise APIError(400, "'tokens' must be a list of integer token ids", "tokens", "invalid_type")
         if any(not 0 <= t < vocab for t in ids):
-            raise api_error(400, f"'tokens' has ids outside the vocabulary [0, {vocab})", "tokens", "invalid_value")
+            raise APIError(400, f"'tokens' has ids outside the vocabulary [0, {vocab})", "tokens", "invalid_value")
         return {"prompt": await asyncio.to_thread(tokenizer.decode, ids)}
 
     @app.get("/tokenizer_info")

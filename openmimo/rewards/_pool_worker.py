@@ -3,7 +3,7 @@
 A separate module so that running it as ``__main__`` does not re-execute ``openmimo.rewards.pool``
 (which the package ``__init__`` has already imported)."""
 
-from openmimo.rewards.pool import _worker_main
+from openmimo.rewards.pool import worker_main
 
 if __name__ == "__main__":
-    _worker_main()
+    worker_main()

@@ -16,7 +16,7 @@ first come first served), futures never raise, and every failure resolves to ``f
 (segfault, ``os._exit``, OOM kill) gives ``"worker crashed (...)"``.  Tasks are never retried.
 
 The timeout counts from the hand-off to Ray, so it includes Ray's scheduling and, after a
-kill, the start of a replacement worker (about a second): keep it well above that.  A single
+kill, the start of a replacement worker: keep it well above that (docs/rewards.md).  A single
 dispatcher thread watches the tasks with ``ray.wait``.
 
 Importing this module does not import Ray; constructing the pool without it raises ImportError
@@ -40,7 +40,7 @@ _POLL_S = 0.02  # how often the dispatcher looks at the local queue while it has
 
 def _import_ray():
     try:
-        import ray
+        import ray  # the optional `ray` extra: importing this module works without it
     except ImportError as e:
         raise ImportError("the Ray reward backend needs Ray: pip install openmimo[ray] "
                           f"(or pip install 'ray>=2.9'); {e}") from None
@@ -63,11 +63,8 @@ class RayRewardPool(QueuedPool):
     def __init__(self, workers: int | None = None, timeout: float = 5.0,
                  fallback: Callable[[str], Any] = zero_result, address: str | None = None, **init_kwargs):
         ray = _import_ray()
+        super().__init__(timeout, fallback)  # restarts: workers killed after a timeout, or dead (Ray replaces them)
         self._ray = ray
-        self.timeout = timeout
-        self.fallback = fallback
-        self.restarts = 0  # workers killed after a timeout, or dead on their own (Ray replaces them)
-        self.timeouts = 0
         self._owns_ray = False
         if not ray.is_initialized():
             kw: dict = {"logging_level": logging.WARNING, "log_to_driver": False}
@@ -84,8 +81,6 @@ class RayRewardPool(QueuedPool):
             workers = int(ray.cluster_resources().get("CPU", 0)) or os.cpu_count() or 1
         self.workers = workers
         self._task = ray.remote(_call).options(num_cpus=1, max_retries=0, retry_exceptions=False)
-        self._q: queue.Queue = queue.Queue()
-        self._closed = False
         self._thread = threading.Thread(target=self._dispatch, daemon=True, name="ray-reward-pool")
         self._thread.start()
 
@@ -97,11 +92,11 @@ class RayRewardPool(QueuedPool):
         except ray.exceptions.RayTaskError as e:  # fn raised
             cause = getattr(e, "cause", None)
             what = f"{type(cause).__name__}: {cause}" if isinstance(cause, BaseException) else str(e)
-            value = self.fallback(f"error: {_first_line(what)}")
+            self._settle(fut, "error", _first_line(what))
         except Exception as e:  # noqa: BLE001 -- WorkerCrashedError, OutOfMemoryError, NodeDiedError ...
-            self.restarts += 1
-            value = self.fallback(f"worker crashed ({type(e).__name__}: {_first_line(e)})")
-        fut.set_result(value)
+            self._settle(fut, "crash", f"{type(e).__name__}: {_first_line(e)}")
+        else:
+            self._settle(fut, "ok", value)
 
     def _dispatch(self) -> None:
         ray = self._ray
@@ -110,19 +105,17 @@ class RayRewardPool(QueuedPool):
         while True:
             while not closing and len(inflight) < self.workers:  # fill the free slots
                 try:
-                    item = self._q.get(block=not inflight)
+                    item = self._take(block=not inflight)
                 except queue.Empty:
                     break
                 if item is None:
                     closing = True
                     break
                 fn, args, kwargs, timeout, fut = item
-                if not fut.set_running_or_notify_cancel():
-                    continue
                 try:
                     ref = self._task.remote(fn, args, kwargs)
                 except Exception as e:  # noqa: BLE001 -- unpicklable task, lost cluster ...
-                    fut.set_result(self.fallback(f"could not send the task: {type(e).__name__}: {e}"[:300]))
+                    self._settle(fut, "unsent", e)
                     continue
                 inflight[ref] = (fut, time.monotonic() + timeout, timeout)
             if not inflight:
@@ -139,7 +132,7 @@ class RayRewardPool(QueuedPool):
                     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             except Exception as e:  # noqa: BLE001 -- the cluster is gone: fail what is in flight
                 for fut, _, _ in inflight.values():
-                    fut.set_result(self.fallback(f"ray error: {type(e).__name__}: {_first_line(e)}"))
+                    self._settle(fut, "lost", f"ray error: {type(e).__name__}: {_first_line(e)}")
                 inflight.clear()
                 continue
             for ref in ready:
@@ -151,16 +144,10 @@ class RayRewardPool(QueuedPool):
                     ray.cancel(ref, force=True)
                 except Exception:  # noqa: BLE001 -- finished meanwhile, or already gone
                     pass
-                self.timeouts += 1
-                self.restarts += 1
-                fut.set_result(self.fallback(f"timeout after {timeout:g}s"))
+                self._settle(fut, "timeout", timeout)
 
-    def close(self) -> None:
-        """Finish the queued tasks (each bounded by its timeout), then stop; shuts down the Ray
-        instance only if this pool started it."""
-        if self._closed:
-            return
-        self._closed = True
+    def _stop(self) -> None:
+        """Finish the queued tasks, then stop; shuts down the Ray instance only if this pool started it."""
         self._q.put(None)
         self._thread.join(timeout=60)
         if self._owns_ray:

@@ -17,17 +17,22 @@ in, of each step's duration): the GPU idle ratio is ``1 - sum(busy_s of finished
 Reward services take a finished sample and return its score, either at once (``score_sync``,
 blocking the caller: the naive baseline) or asynchronously (``submit`` / ``poll`` / ``next_done``).
 :class:`PoolRewards` runs a scoring function in :class:`openmimo.rewards.pool.RewardPool`
-processes; :class:`SimRewards` models W workers with a per-sample latency on a virtual clock.
+processes (:func:`make_score_fn`: each problem scored through its task); :class:`SimRewards` models W
+workers with a per-sample latency on a virtual clock.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import heapq
 import math
 import random
 import time
 from dataclasses import dataclass, field
+
+from openmimo.eval.tasks import get_task
+from openmimo.rl.problems import RL_TASKS
 
 
 @dataclass
@@ -69,8 +74,6 @@ class EngineBackend:
         self._n: dict[int, int] = {}
 
     def submit(self, gid: int, prompt_ids, n: int, meta=None) -> None:
-        import dataclasses
-
         p = dataclasses.replace(self.params, n=n, seed=(self.seed * 1_000_003 + gid) & 0x7FFFFFFF)
         self.engine.add_request(prompt_ids, p, request_id=f"g{gid}")
         self._n[gid] = n
@@ -223,6 +226,21 @@ class SimBackend:
 
 
 # -- rewards ----------------------------------------------------------------------------------------
+def make_score_fn(kind: str, tokenizer, pool, timeout: float, code_scheme: str = "soft"):
+    """(problem, Finished) -> Future[RewardResult] through the problem's task: math in the reward pool's
+    processes, code in the judge (which already runs tests in parallel, isolated and time-limited) with
+    ``code_scheme`` and the record's ``test_levels``.
+
+    ``kind`` "auto" follows each problem's ``reward_kind`` (set by :func:`openmimo.rl.problems.load_problems`)."""
+
+    def score(problem, fin):
+        text = tokenizer.decode(fin.token_ids, skip_special_tokens=True)
+        task = get_task(RL_TASKS[problem.get("reward_kind", kind)])
+        return task.submit_score(problem, text, style="base", pool=pool, timeout=timeout, scheme=code_scheme)
+
+    return score
+
+
 class PoolRewards:
     """Real rewards: ``score_fn(problem_record, finished) -> Future[RewardResult]`` (e.g. a submit to
     :class:`~openmimo.rewards.pool.RewardPool`, which already times out and replaces crashed workers)."""

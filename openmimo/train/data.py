@@ -2,12 +2,13 @@
 
 With ``data.world`` and no ``data.sources``, rank 0 writes the tiny world, trains the byte-level
 BPE tokenizer on its training text and tokenises each source into shards, all under
-``OUT_DIR/data`` (reused on resume: a ``READY`` marker is written last).  Otherwise ``data.sources``
+``OUT_DIR/data`` (reused on resume: a ``READY`` marker is written last; :class:`WorldRunData` names its folders).  Otherwise ``data.sources``
 names token-shard folders and ``data.tokenizer`` a tokenizer folder.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch.distributed as dist
@@ -20,21 +21,71 @@ WORLD_SOURCES = ("web", "math", "arithmetic", "code", "reasoning")
 _TOKENIZER_SOURCES = tuple(s for s in WORLD_SOURCES if s != "arithmetic")
 
 
+@dataclass(frozen=True)
+class WorldRunData:
+    """The folders of a pre-training run's data on the embedded world, ``RUN_DIR/data``::
+
+        world/              the world (openmimo.data.world's layout: text/<source>.<split>.jsonl, math/<split>.jsonl,
+                            code/<split>.jsonl, ...)
+        tokenizer/          the byte-level BPE trained on the world's training text
+        shards/<source>/    token shards of each of WORLD_SOURCES
+        tagger/, pipeline/  with data.world_pipeline: the quality tagger and the `openmimo data` run
+        READY               written last: the folder is complete
+
+    Later stages find the world through the checkpoint they start from (:meth:`of_checkpoint`): mtp-extend reads
+    the shards and held-out texts, the quickstart's RL the math and code splits."""
+
+    root: Path  # RUN_DIR/data
+
+    @classmethod
+    def of_run(cls, run_dir: str | Path) -> "WorldRunData":
+        return cls(Path(run_dir) / "data")
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | Path) -> "WorldRunData":
+        """The data of the run whose checkpoint is ``checkpoint`` (a folder inside the run folder: RUN_DIR/final)."""
+        return cls.of_run(Path(checkpoint).parent)
+
+    @property
+    def world(self) -> Path:
+        return self.root / "world"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def ready(self) -> Path:
+        return self.root / "READY"
+
+    def shards(self, source: str | None = None) -> Path:
+        """The folder of ``source``'s token shards (None: the folder holding them all)."""
+        return self.root / "shards" if source is None else self.root / "shards" / source
+
+    def text(self, source: str, split: str) -> Path:
+        """The world's pre-training text of ``source`` (web, math, arithmetic, code, reasoning) and ``split``."""
+        return self.world / "text" / f"{source}.{split}.jsonl"
+
+    def records(self, kind: str, split: str) -> Path:
+        """The world's task records: ``kind`` math or code, ``split`` train, val or test."""
+        return self.world / kind / f"{split}.jsonl"
+
+
 def prepare_world(cfg, data_dir: Path) -> None:
     from openmimo.data.shards import tokenize_to_shards
     from openmimo.data.world import make_world
     from openmimo.tokenizer import train_tokenizer
 
-    world = data_dir / "world"
-    make_world(world, seed=cfg.train.seed, scale=cfg.data.world_scale, arithmetic=cfg.data.world_arithmetic or None)
+    d = WorldRunData(Path(data_dir))
+    make_world(d.world, seed=cfg.train.seed, scale=cfg.data.world_scale, arithmetic=cfg.data.world_arithmetic or None)
     texts = []
     for src in _TOKENIZER_SOURCES:
-        texts.extend(r["text"] for r in read_jsonl(world / "text" / f"{src}.train.jsonl"))
+        texts.extend(r["text"] for r in read_jsonl(d.text(src, "train")))
     tok = train_tokenizer(texts, vocab_size=cfg.data.tokenizer_vocab)
-    tok.save(data_dir / "tokenizer")
+    tok.save(d.tokenizer)
     for src in WORLD_SOURCES:
-        tokenize_to_shards([world / "text" / f"{src}.train.jsonl"], tok, data_dir / "shards" / src)
-    (data_dir / "READY").write_text("ok\n")
+        tokenize_to_shards([d.text(src, "train")], tok, d.shards(src))
+    d.ready.write_text("ok\n")
 
 
 def _prepare_world_pipeline(cfg, data_dir: Path) -> None:
@@ -48,22 +99,23 @@ def _prepare_world_pipeline(cfg, data_dir: Path) -> None:
     from openmimo.data.pipeline_config import DataPipelineConfig
     from openmimo.data.world import make_world
 
-    world = data_dir / "world"
+    d = WorldRunData(Path(data_dir))
+    world, tagger_dir, pipeline_dir = d.world, d.root / "tagger", d.root / "pipeline"
     make_world(world, seed=cfg.train.seed, scale=cfg.data.world_scale, arithmetic=cfg.data.world_arithmetic or None)
     tagger, _ = quality.train_tagger(quality.world_labels(world, per_domain=300, seed=cfg.train.seed), epochs=3,
                                      seed=cfg.train.seed, log=lambda *_: None)
-    tagger.save(data_dir / "tagger")
+    tagger.save(tagger_dir)
     pcfg = load(DataPipelineConfig, Path(__file__).resolve().parents[2] / "configs" / "data_tiny.yaml",
-                [f"out_dir={data_dir / 'pipeline'}", f"tagger={data_dir / 'tagger'}", f"decontam.world={world}",
+                [f"out_dir={pipeline_dir}", f"tagger={tagger_dir}", f"decontam.world={world}",
                  f"tokenizer_vocab={cfg.data.tokenizer_vocab}"])
     for s in pcfg.sources:
         s.paths = [p.replace("runs/world", str(world), 1) for p in s.paths]
     run_pipeline(pcfg, overwrite=True, log=lambda *_: None)
-    (data_dir / "shards").mkdir(parents=True, exist_ok=True)
+    d.shards().mkdir(parents=True, exist_ok=True)
     for src in WORLD_SOURCES:
-        os.replace(data_dir / "pipeline" / "shards" / src, data_dir / "shards" / src)
-    os.replace(data_dir / "pipeline" / "tokenizer", data_dir / "tokenizer")
-    (data_dir / "READY").write_text("ok\n")
+        os.replace(pipeline_dir / "shards" / src, d.shards(src))
+    os.replace(pipeline_dir / "tokenizer", d.tokenizer)
+    d.ready.write_text("ok\n")
 
 
 def prepare_data(cfg, run_dir: Path, rt):
@@ -79,21 +131,20 @@ def prepare_data(cfg, run_dir: Path, rt):
                 raise ConfigError(f"key 'data.sources.{name}': shard folder {folder} not found")
         tok = load_tokenizer(cfg.data.tokenizer)
         return tok, dict(cfg.data.sources), eval_data
-    data_dir = Path(run_dir) / "data"
-    if rt.is_main and not (data_dir / "READY").is_file():
-        (_prepare_world_pipeline if cfg.data.world_pipeline else prepare_world)(cfg, data_dir)
+    d = WorldRunData.of_run(run_dir)
+    if rt.is_main and not d.ready.is_file():
+        (_prepare_world_pipeline if cfg.data.world_pipeline else prepare_world)(cfg, d.root)
     if rt.distributed:
         dist.barrier()
-    tok = load_tokenizer(data_dir / "tokenizer")
-    world = data_dir / "world"
-    eval_data["math"] = read_jsonl(world / "math" / "test.jsonl")
-    eval_data["texts"] = [r["text"] for src in ("math", "web") for r in read_jsonl(world / "text" / f"{src}.val.jsonl", 32)]
+    tok = load_tokenizer(d.tokenizer)
+    eval_data["math"] = read_jsonl(d.records("math", "test"))
+    eval_data["texts"] = [r["text"] for src in ("math", "web") for r in read_jsonl(d.text(src, "val"), 32)]
     needed = {k for s in cfg.stages for k in s.mixture}
     unknown = needed - set(WORLD_SOURCES)
     if unknown:
         raise ConfigError(f"key 'stages.mixture': unknown source '{sorted(unknown)[0]}' "
                           f"(the embedded world has {', '.join(WORLD_SOURCES)})")
-    return tok, {s: str(data_dir / "shards" / s) for s in WORLD_SOURCES}, eval_data
+    return tok, {s: str(d.shards(s)) for s in WORLD_SOURCES}, eval_data
 
 
 def build_loader(cfg, sources: dict[str, str], rt):

@@ -16,7 +16,21 @@ from pathlib import Path
 
 import torch
 
+from openmimo.config import ConfigError, config_args, dump, load_stage_config, to_dict
+from openmimo.data.mixture_loader import MixtureLoader
+from openmimo.jsonl import read_jsonl
+from openmimo.model.hf import load_model
+from openmimo.model.mimo import build_model
+from openmimo.model.parallel import CONFIG_FILE, config_yaml
+from openmimo.runtime import init_runtime, seed_everything
+from openmimo.tokenizer import load_tokenizer
 from openmimo.train.config import BatchConfig, DataConfig, OptimConfig, StageConfig, TrainConfig
+from openmimo.train.data import WORLD_SOURCES, WorldRunData
+from openmimo.train.evaluate import mtp_accuracy
+from openmimo.train.loop import Trainer, build_optimizer
+from openmimo.train.pretrain import PretrainObjective
+from openmimo.train.run import Run
+from openmimo.train.schedule import lr_at
 
 
 def _stage():
@@ -47,8 +61,6 @@ class MTPExtendObjective:
     """Mean over the new depths (2..K) of their global-token-mean MTP losses."""
 
     def __init__(self, n_mtp: int):
-        from openmimo.train.pretrain import PretrainObjective
-
         self.n_mtp = n_mtp
         self._counts = PretrainObjective(n_mtp, 0.0)
 
@@ -70,8 +82,6 @@ class MTPExtendObjective:
 def extend_model(base, k: int):
     """A copy of ``base`` with K MTP layers: depth 1 and the main model from ``base``, depths 2..K
     initialised as copies of depth 1.  Everything but depths 2..K is frozen."""
-    from openmimo.model.mimo import build_model
-
     cfg = type(base.config)(**{**base.config.__dict__, "num_nextn_predict_layers": k})
     dtype = next(base.parameters()).dtype
     model = build_model(cfg, device=next(base.parameters()).device, dtype=dtype, init=False)
@@ -102,8 +112,6 @@ class MTPExtendStage:
         return self.tokens / max(self.cfg.stages[0].tokens, 1)
 
     def train_step(self) -> dict:
-        from openmimo.train.schedule import lr_at
-
         cfg, o, seq_len = self.cfg, self.cfg.optim, self.cfg.stages[0].seq_len
         batch = self.loader.next_batch(cfg.batch.batch_size, seq_len)
         mbs = [{k: v[i:i + cfg.batch.micro_batch_size] for k, v in batch.items()}
@@ -129,18 +137,6 @@ class MTPExtendStage:
 
 
 def main(cfg: MTPExtendConfig, resume: bool = False, overwrite: bool = False) -> dict:
-    from openmimo.config import ConfigError, dump, to_dict
-    from openmimo.data.mixture_loader import MixtureLoader
-    from openmimo.jsonl import read_jsonl
-    from openmimo.model.hf import load_model
-    from openmimo.model.parallel import CONFIG_FILE, config_yaml
-    from openmimo.runtime import init_runtime, seed_everything
-    from openmimo.tokenizer import load_tokenizer
-    from openmimo.train.data import WORLD_SOURCES
-    from openmimo.train.evaluate import mtp_accuracy
-    from openmimo.train.loop import Trainer, build_optimizer
-    from openmimo.train.run import Run
-
     rt = init_runtime(cfg.train.device, cfg.train.dtype)
     if rt.distributed:
         raise ConfigError("mtp-extend runs on one process (the trained part is a few small layers)")
@@ -155,14 +151,14 @@ def main(cfg: MTPExtendConfig, resume: bool = False, overwrite: bool = False) ->
         raise ConfigError(f"key 'init': {init} has no trained MTP layer")
     tok = load_tokenizer(cfg.data.tokenizer or init)
     sources = dict(cfg.data.sources)
-    world = init.parent / "data"
+    init_data = WorldRunData.of_checkpoint(init)  # the init run's world: its shards and held-out texts
     if not sources:
-        sources = {s: str(world / "shards" / s) for s in WORLD_SOURCES if (world / "shards" / s).is_dir()}
+        sources = {s: str(init_data.shards(s)) for s in WORLD_SOURCES if init_data.shards(s).is_dir()}
         if not sources:
-            raise ConfigError(f"key 'data.sources' is empty and {world / 'shards'} has no shards")
+            raise ConfigError(f"key 'data.sources' is empty and {init_data.shards()} has no shards")
     texts = []
     for src in ("math", "web"):
-        p = world / "world" / "text" / f"{src}.val.jsonl"
+        p = init_data.text(src, "val")
         if p.is_file():
             texts += [r["text"] for r in read_jsonl(p, 32)]
     stage_cfg = cfg.stages[0]
@@ -195,12 +191,8 @@ def main(cfg: MTPExtendConfig, resume: bool = False, overwrite: bool = False) ->
 
 
 def add_arguments(parser):
-    from openmimo.config import config_args
-
     config_args(parser, resume=True, example="num_mtp_layers=3 train.max_steps=10")
 
 
 def run(args):
-    from openmimo.config import load_stage_config
-
     main(load_stage_config(MTPExtendConfig, args), resume=args.resume, overwrite=args.overwrite)
