@@ -30,6 +30,25 @@ class EngineError(RuntimeError):
     """The engine failed while this request was running (the message carries the cause)."""
 
 
+class LoopQueue:
+    """A sink that puts each output on an asyncio queue of ``loop``.  The engine thread hands all outputs of one
+    step bound for one loop over in a single ``call_soon_threadsafe`` (one wake-up of the event loop per step,
+    not one per token per request); called directly it hands over one output."""
+
+    __slots__ = ("loop", "queue")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue):
+        self.loop, self.queue = loop, queue
+
+    def __call__(self, o) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, o)
+
+
+def _put_all(items: list) -> None:
+    for queue, o in items:
+        queue.put_nowait(o)
+
+
 class AsyncEngine:
     def __init__(self, engine: Engine, warmup: bool = False, log: Callable[[str], None] | None = None):
         self.engine = engine
@@ -96,7 +115,7 @@ class AsyncEngine:
         """Yield the request's StepOutputs as they come; aborts the request if the consumer stops early."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        rid = self.submit(prompt_ids, params, lambda o: loop.call_soon_threadsafe(queue.put_nowait, o), request_id)
+        rid = self.submit(prompt_ids, params, LoopQueue(loop, queue), request_id)
         outs = self._outputs(queue, rid, params.n)
         try:
             async for o in outs:
@@ -110,9 +129,7 @@ class AsyncEngine:
         loop = asyncio.get_running_loop()
         queues = [asyncio.Queue() for _ in prompts]
 
-        def sink(q):
-            return lambda o: loop.call_soon_threadsafe(q.put_nowait, o)
-        rids = self.submit_many([(p, params, sink(q)) for p, q in zip(prompts, queues)])
+        rids = self.submit_many([(p, params, LoopQueue(loop, q)) for p, q in zip(prompts, queues)])
         return rids, [self._outputs(q, rid, params.n) for q, rid in zip(queues, rids)]
 
     async def score(self, sequences: list[list[int]], top_n: int = 0) -> list:
@@ -239,8 +256,22 @@ class AsyncEngine:
                         if left == 0:
                             del self._sinks[o.request_id]
                     delivered.append((sink, o))
-            for sink, o in delivered:  # outside the lock: a slow sink never blocks submitters
-                try:
-                    sink(o)
-                except Exception:  # a broken consumer must not kill the engine thread
-                    traceback.print_exc()
+            self._deliver(delivered)  # outside the lock: a slow sink never blocks submitters
+
+    @staticmethod
+    def _deliver(delivered: list) -> None:
+        """Hand one step's outputs to their sinks, in step order: LoopQueue sinks in one call per event loop."""
+        by_loop: dict = {}
+        for sink, o in delivered:
+            if type(sink) is LoopQueue:
+                by_loop.setdefault(sink.loop, []).append((sink.queue, o))
+                continue
+            try:
+                sink(o)
+            except Exception:  # a broken consumer must not kill the engine thread
+                traceback.print_exc()
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # the consumer's loop is closed: nobody is waiting for these outputs
+                pass
