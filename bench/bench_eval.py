@@ -1,6 +1,8 @@
-"""`openmimo eval` targets (issue 15): harness overhead through our server, and a full table in one command.
+"""`openmimo eval` and `openmimo synth` targets (issues 15, 16): client overhead through our server, and a full table in one command.
 
     python bench/bench_eval.py overhead --random-small [--limit 500] [--samples 4] [--max-tokens 512]
+    python bench/bench_eval.py synth --random-small [--limit 500] [--samples 4] [--max-tokens 512]
+    python bench/bench_eval.py clients --random-small ...   # overhead and synth on one warmed-up engine
     python bench/bench_eval.py table --random-small [--samples 4] [--max-tokens 512]
     python bench/bench_eval.py overhead --tiny --limit 8 --max-tokens 16     # CPU dry run
 
@@ -9,6 +11,11 @@ generated (1) by ``Engine.generate`` alone, then (2) by ``openmimo eval --endpoi
 ``openmimo serve``'s app on the same engine (HTTP, the openai client, scoring in the reward pool,
 samples written); target: (2) / (1) <= 1.1.  Both on one warmed-up engine; the wall time of (2)
 includes waiting for the last scores.
+
+synth: the same engine-alone run, then ``openmimo synth`` (:class:`openmimo.data.synth.Synth`, chat completions
+with ``n`` samples, rejection sampling by Math-Verify in the reward pool, records written) on the same MATH-500
+problems against ``openmimo serve``'s app on the same engine; target: the engine's raw completion tokens/s within
+1.2x of synth's (both counted as generated tokens over wall time).
 
 table: ``openmimo eval --model`` on every math and code task (k samples, chat prompts) in one command;
 target: under 10 minutes on one GPU.  The wall time covers the whole command (load, warm-up, generation,
@@ -67,14 +74,11 @@ def make_random(folder: Path, tiny: bool) -> Path:
     return folder
 
 
-def overhead(args, folder: Path) -> dict:
+def engine_alone(args, folder: Path) -> dict:
+    """Load, warm up and time ``Engine.generate`` alone on the MATH-500 chat prompts (k samples each)."""
     from openmimo import load_model, load_tokenizer
-    from openmimo.eval.backends import EndpointBackend
-    from openmimo.eval.run import evaluate, summarise_task
     from openmimo.eval.tasks import get_task
-    from openmimo.infer.async_engine import AsyncEngine
     from openmimo.infer.engine import Engine, SamplingParams
-    from openmimo.infer.server import create_app, start_in_thread
 
     import torch
 
@@ -101,8 +105,22 @@ def overhead(args, folder: Path) -> dict:
     t0 = time.perf_counter()
     outs = engine.generate(prompts, params)
     t_engine = time.perf_counter() - t0
-    say(f"engine alone: {t_engine:.1f} s; timing the harness through the server")
-    gen_tokens = sum(len(c.token_ids) for o in outs for c in o)
+    say(f"engine alone: {t_engine:.1f} s")
+    return {"engine": engine, "tok": tok, "task": task, "recs": recs, "warm": warm, "t_engine": t_engine,
+            "gen_tokens": sum(len(c.token_ids) for o in outs for c in o), "device": device}
+
+
+def overhead(args, folder: Path, base: dict | None = None) -> dict:
+    import torch
+
+    from openmimo.eval.backends import EndpointBackend
+    from openmimo.eval.run import evaluate, summarise_task
+    from openmimo.infer.async_engine import AsyncEngine
+    from openmimo.infer.server import create_app, start_in_thread
+
+    base = base or engine_alone(args, folder)
+    engine, tok, task, recs = base["engine"], base["tok"], base["task"], base["recs"]
+    warm, t_engine, gen_tokens, device = base["warm"], base["t_engine"], base["gen_tokens"], base["device"]
     aengine = AsyncEngine(engine)
     server, url = start_in_thread(create_app(aengine, tok, "bench"))
     try:
@@ -130,6 +148,45 @@ def overhead(args, folder: Path) -> dict:
             "scored": res.get("n"), "target_ratio": 1.1}
 
 
+def synth(args, folder: Path, base: dict | None = None) -> dict:
+    import asyncio
+
+    import torch
+
+    from openmimo.data.synth import Synth, SynthConfig
+    from openmimo.infer.async_engine import AsyncEngine
+    from openmimo.infer.server import create_app, start_in_thread
+
+    base = base or engine_alone(args, folder)
+    engine, tok, recs = base["engine"], base["tok"], base["recs"]
+    engine_rate = base["gen_tokens"] / base["t_engine"]
+    aengine = AsyncEngine(engine)
+    server, url = start_in_thread(create_app(aengine, tok, "bench"))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            problems = Path(tmp) / "problems.jsonl"
+            problems.write_text("".join(json.dumps({"problem": r["problem"], "answer": r["answer"]}) + "\n" for r in recs))
+            cfg = SynthConfig(endpoint=url + "/v1", api_model="bench", problems=str(problems), kind="math",
+                              samples=args.samples, keep_per_problem=args.samples, require_reasoning=False,
+                              max_tokens=args.max_tokens, concurrency=max(64, engine.slots * 2 // max(args.samples, 1)),
+                              output=str(Path(tmp) / "sft.jsonl"))
+            cfg.check()
+            say(f"timing synth through the server ({cfg.concurrency} requests in flight)")
+            counts = asyncio.run(Synth(cfg).run())
+    finally:
+        server.should_exit = True
+        aengine.shutdown()
+    synth_rate = counts["completion_tokens_per_s"]
+    return {"mode": "synth", "compiled": engine.compiled,
+            "device": torch.cuda.get_device_name() if base["device"] == "cuda" else "cpu",
+            "problems": len(recs), "samples": args.samples, "max_tokens": args.max_tokens, "slots": engine.slots,
+            "warmup_s": round(base["warm"], 1), "engine_s": round(base["t_engine"], 2),
+            "engine_tokens": base["gen_tokens"], "engine_tokens_per_s": round(engine_rate, 1),
+            "synth_s": round(counts["wall_s"], 2), "synth_tokens": counts["completion_tokens"],
+            "synth_tokens_per_s": round(synth_rate, 1), "failed_requests": counts["failed_requests"],
+            "responses": counts["responses"], "ratio": round(engine_rate / max(synth_rate, 1e-9), 3), "target_ratio": 1.2}
+
+
 def table(args, folder: Path) -> dict:
     from openmimo.cli import main
 
@@ -152,7 +209,8 @@ def table(args, folder: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["overhead", "table"])
+    ap.add_argument("mode", choices=["overhead", "synth", "clients", "table"],
+                    help="clients: overhead and synth on one engine (one warm-up, one engine-alone run)")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--model")
     src.add_argument("--random-small", action="store_true")
@@ -162,14 +220,18 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=512)
     ap.add_argument("--slots", type=int, default=256)
     ap.add_argument("--max-len", type=int, default=4096)
-    ap.add_argument("--eager", action="store_true", help="overhead: no compiled decode (no warm-up)")
+    ap.add_argument("--eager", action="store_true", help="overhead, synth: no compiled decode (no warm-up)")
     ap.add_argument("--json", default=None, help="also write the result here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.model) if args.model else make_random(Path(tmp) / "model", args.tiny)
-        if args.mode == "overhead" and not args.limit:
+        if args.mode != "table" and not args.limit:
             args.limit = 500
-        res = overhead(args, folder) if args.mode == "overhead" else table(args, folder)
+        if args.mode == "clients":
+            base = engine_alone(args, folder)
+            res = {"overhead": overhead(args, folder, base), "synth": synth(args, folder, base)}
+        else:
+            res = {"overhead": overhead, "synth": synth, "table": table}[args.mode](args, folder)
     print(json.dumps(res, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
