@@ -152,7 +152,7 @@ def test_mtp_extend_trains_only_the_new_layers(prepared, tmp_path):
     out, _ = r.communicate(timeout=300)
     assert r.returncode == 0, out
     src = {s: str(prepared / "shards" / s) for s in ("web", "math")}
-    r = _cli(["mtp-extend", f"init={tmp_path / 'base' / 'final'}", "num_mtp_layers=3", f"data.sources={json.dumps(src)}",
+    r = _cli(["mtp-extend", f"init={tmp_path / 'base' / 'final'}", "num_nextn_predict_layers=3", f"data.sources={json.dumps(src)}",
               "stages=[{tokens: 2048, seq_len: 32, rope_theta: 10000.0, mixture: {web: 0.5, math: 0.5}}]",
               "batch.batch_size=8", "batch.micro_batch_size=8", f"train.out_dir={tmp_path / 'ext'}"])
     out, _ = r.communicate(timeout=300)

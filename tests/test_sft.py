@@ -248,7 +248,7 @@ def test_mtp_extend_resumes_bitwise(tmp_path):
     build_model(cfg, seed=0).save_pretrained(tmp_path / "base", tokenizer=tok)
 
     def cfg_for(out, extra=()):
-        return load(MTPExtendConfig, None, [f"init={tmp_path / 'base'}", "num_mtp_layers=2",
+        return load(MTPExtendConfig, None, [f"init={tmp_path / 'base'}", "num_nextn_predict_layers=2",
                                             f"data.sources={json.dumps({'web': str(tmp_path / 'shards')})}",
                                             "stages=[{tokens: 1024, seq_len: 32, mixture: {web: 1.0}}]",
                                             "batch.batch_size=8", "batch.micro_batch_size=8", "train.device=cpu",

@@ -8,13 +8,18 @@ names token-shard folders and ``data.tokenizer`` a tokenizer folder.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch.distributed as dist
 
-from openmimo.config import ConfigError
+from openmimo.config import ConfigError, load
+from openmimo.data.mixture_loader import MixtureLoader
+from openmimo.data.shards import tokenize_to_shards
+from openmimo.data.world import make_world
 from openmimo.jsonl import read_jsonl
+from openmimo.tokenizer import load_tokenizer, train_tokenizer
 
 WORLD_SOURCES = ("web", "math", "arithmetic", "code", "reasoning")
 # the tokenizer is trained on these (arithmetic is a subset of math: counting it twice would skew the BPE)
@@ -72,9 +77,6 @@ class WorldRunData:
 
 
 def prepare_world(cfg, data_dir: Path) -> None:
-    from openmimo.data.shards import tokenize_to_shards
-    from openmimo.data.world import make_world
-    from openmimo.tokenizer import train_tokenizer
 
     d = WorldRunData(Path(data_dir))
     make_world(d.world, seed=cfg.train.seed, scale=cfg.data.world_scale, arithmetic=cfg.data.world_arithmetic or None)
@@ -91,13 +93,10 @@ def prepare_world(cfg, data_dir: Path) -> None:
 def _prepare_world_pipeline(cfg, data_dir: Path) -> None:
     """The world's raw pages and texts through `openmimo data` with ``configs/data_tiny.yaml``: a tagger trained on
     the world's labels, dedup, decontamination, tags and bins named as :data:`WORLD_SOURCES`."""
-    import os
-
-    from openmimo.config import load
+    # datatrove and the tagger load only for this opt-in path (data.world_pipeline), not for every pre-training run
     from openmimo.data import quality
     from openmimo.data.pipeline import main as run_pipeline
     from openmimo.data.pipeline_config import DataPipelineConfig
-    from openmimo.data.world import make_world
 
     d = WorldRunData(Path(data_dir))
     world, tagger_dir, pipeline_dir = d.world, d.root / "tagger", d.root / "pipeline"
@@ -120,7 +119,6 @@ def _prepare_world_pipeline(cfg, data_dir: Path) -> None:
 
 def prepare_data(cfg, run_dir: Path, rt):
     """Returns (tokenizer, {source: shard folder}, eval data {"math": [...], "texts": [...]})."""
-    from openmimo.tokenizer import load_tokenizer
 
     eval_data: dict = {"math": [], "texts": []}
     if cfg.data.sources:
@@ -148,6 +146,5 @@ def prepare_data(cfg, run_dir: Path, rt):
 
 
 def build_loader(cfg, sources: dict[str, str], rt):
-    from openmimo.data.mixture_loader import MixtureLoader
 
     return MixtureLoader(sources, cfg.stages[0].mixture, seed=cfg.train.seed, rank=rt.rank, world_size=rt.world_size)

@@ -41,7 +41,7 @@ def _stage():
 @dataclass
 class MTPExtendConfig:
     init: str = "runs/tiny/final"  # HF-layout checkpoint with >= 1 trained MTP layer (a pre-training run's final/)
-    num_mtp_layers: int = 3  # K: MTP layers after extension
+    num_nextn_predict_layers: int = 3  # K: MTP layers after extension
     keep_rope_theta: bool = True  # use the checkpoint's RoPE theta (true) or stages[0].rope_theta (false)
     data: DataConfig = field(default_factory=lambda: DataConfig(world=False))  # "" sources = the init run's shards
     stages: list[StageConfig] = field(default_factory=_stage)  # one stage: tokens, seq_len, rope_theta, mixture
@@ -51,8 +51,8 @@ class MTPExtendConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/mtp-extend"))
 
     def check(self):
-        if self.num_mtp_layers < 2:
-            raise ValueError("key 'num_mtp_layers' must be >= 2 (depth 1 is the trained layer)")
+        if self.num_nextn_predict_layers < 2:
+            raise ValueError("key 'num_nextn_predict_layers' must be >= 2 (depth 1 is the trained layer)")
         if len(self.stages) != 1:
             raise ValueError("key 'stages' must hold exactly one stage for mtp-extend")
 
@@ -102,7 +102,7 @@ class MTPExtendStage:
 
     def __init__(self, cfg: MTPExtendConfig, trainer, loader):
         self.cfg, self.trainer, self.loader = cfg, trainer, loader
-        self.objective = MTPExtendObjective(cfg.num_mtp_layers)
+        self.objective = MTPExtendObjective(cfg.num_nextn_predict_layers)
         self.tokens = 0
 
     def done(self) -> bool:
@@ -120,7 +120,7 @@ class MTPExtendStage:
         st = self.trainer.step(mbs, self.objective, lr)
         self.tokens += cfg.batch.batch_size * seq_len
         rec = {"tokens": self.tokens, "lr": lr, "grad_norm": st["grad_norm"]}
-        for k in range(1, 1 + cfg.num_mtp_layers):
+        for k in range(1, 1 + cfg.num_nextn_predict_layers):
             rec[f"mtp{k}_loss"] = st[f"mtp{k}_loss_sum"] / max(st[f"n_mtp{k}"], 1)
             rec[f"mtp{k}_acc"] = st[f"mtp{k}_correct"] / max(st[f"n_mtp{k}"], 1)
         return rec
@@ -141,7 +141,7 @@ def main(cfg: MTPExtendConfig, resume: bool = False, overwrite: bool = False) ->
     if rt.distributed:
         raise ConfigError("mtp-extend runs on one process (the trained part is a few small layers)")
     run = Run(cfg.train, to_dict(cfg), stage="mtp-extend", rt=rt, resume=resume, overwrite=overwrite,
-              compatible_keys=("init", "num_mtp_layers", "data"))
+              compatible_keys=("init", "num_nextn_predict_layers", "data"))
     run_dir = run.run_dir
     seed_everything(cfg.train.seed)
     dump(cfg, run_dir / "config.yaml")
@@ -164,7 +164,7 @@ def main(cfg: MTPExtendConfig, resume: bool = False, overwrite: bool = False) ->
     stage_cfg = cfg.stages[0]
     if not cfg.keep_rope_theta:
         base.config.rope_theta = stage_cfg.rope_theta
-    model = extend_model(base, cfg.num_mtp_layers)
+    model = extend_model(base, cfg.num_nextn_predict_layers)
     model.eval()
     before = mtp_accuracy(model, tok, texts, seq_len=stage_cfg.seq_len, device=rt.device)  # of the init checkpoint
     o = cfg.optim
@@ -191,7 +191,7 @@ def main(cfg: MTPExtendConfig, resume: bool = False, overwrite: bool = False) ->
 
 
 def add_arguments(parser):
-    config_args(parser, resume=True, example="num_mtp_layers=3 train.max_steps=10")
+    config_args(parser, resume=True, example="num_nextn_predict_layers=3 train.max_steps=10")
 
 
 def run(args):
