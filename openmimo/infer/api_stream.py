@@ -82,10 +82,10 @@ _END = object()  # put on the merge queue by a coroutine that finished
 
 
 async def merged(coros, q: asyncio.Queue):
-    """Run ``coros`` (which put items on ``q``) concurrently and yield the items as they come: one ``q.get`` per
-    item, each coroutine's end marked on ``q`` after its last item, its exception re-raised as soon as it comes.
-    When the consumer stops early (a disconnected client cancels it) the coroutines are cancelled, which aborts
-    their engine requests."""
+    """Run ``coros`` (which put items on ``q``) concurrently and yield the items as they come, as lists: each list
+    holds every item that was ready at once (a backlog costs one hand-over, not one per item), each coroutine's
+    end marked on ``q`` after its last item, its exception re-raised as soon as it comes.  When the consumer stops
+    early (a disconnected client cancels it) the coroutines are cancelled, which aborts their engine requests."""
     async def run(c):
         try:
             await c
@@ -99,13 +99,20 @@ async def merged(coros, q: asyncio.Queue):
     left = len(tasks)
     try:
         while left:
+            batch = []
             item = await q.get()
-            if item is _END:
-                left -= 1
-            elif type(item) is _Failed:
-                raise item.error
-            else:
-                yield item
+            while True:
+                if item is _END:
+                    left -= 1
+                elif type(item) is _Failed:
+                    raise item.error
+                else:
+                    batch.append(item)
+                if q.empty():
+                    break
+                item = q.get_nowait()
+            if batch:
+                yield batch
     finally:
         for t in tasks:
             t.cancel()
@@ -115,11 +122,12 @@ async def merged(coros, q: asyncio.Queue):
 
 
 async def sse_events(chunks):
-    """JSON chunks -> server-sent events ending with ``data: [DONE]``; an error after the stream started is
-    reported in-band (``data: {"error": ...}``) and the stream still ends properly."""
+    """Lists of JSON chunks -> server-sent events (one string per list, one event per chunk) ending with
+    ``data: [DONE]``; an error after the stream started is reported in-band (``data: {"error": ...}``) and the
+    stream still ends properly."""
     try:
-        async for chunk in chunks:
-            yield f"data: {json.dumps(chunk)}\n\n"
+        async for batch in chunks:
+            yield "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in batch)
     except APIError as e:
         yield f"data: {json.dumps(api_error_body(e))}\n\n"
     except Exception as e:  # the stream has started: report in-band, then end it properly

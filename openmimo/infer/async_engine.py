@@ -2,7 +2,9 @@
 
 The engine itself is single-threaded; here one thread owns it and calls ``step()`` while any work
 is pending, and every other thread or asyncio task talks to it through :meth:`submit`,
-:meth:`abort` and :meth:`stream` (all safe to call concurrently).  Outputs are delivered to a
+:meth:`abort` and :meth:`stream` (all safe to call concurrently).  Those calls never wait for an engine step: they
+check the request at once (a ValueError goes to the caller) and leave it, or the abort, in an inbox that the engine
+thread drains before each step, so an event loop that submits or aborts is never held up by the engine.  Outputs are delivered to a
 per-request callback (``sink``) from the engine thread, in step order.  :meth:`stream_many` queues several
 requests at once, so one step admits (and prefills) them together.  :meth:`score` runs a batch of sequences
 through :func:`openmimo.infer.scoring.score` (prompt log-probs) on the engine thread between steps; the
@@ -59,9 +61,11 @@ class AsyncEngine:
         self._warmup = warmup
         if not warmup:
             self.ready.set()
-        self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)
-        self._sinks: dict[str, tuple[Callable, int]] = {}  # request id -> (sink, samples still running)
+        self._engine_lock = threading.Lock()  # held by the engine thread while it touches the engine
+        self._wake = threading.Condition(threading.Lock())  # guards the inbox, the score jobs and _stop
+        self._inbox: list[tuple] = []  # ("add", request, sink) and ("abort", request id), in call order
+        self._open: set[str] = set()  # request ids submitted and not yet finished (any thread reads it)
+        self._sinks: dict[str, tuple[Callable, int]] = {}  # engine thread only: request id -> (sink, samples left)
         self._jobs: list[tuple[list, int, Callable]] = []  # score jobs: (sequences, top_n, done callback)
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="openmimo-engine", daemon=True)
@@ -71,43 +75,37 @@ class AsyncEngine:
     def submit(self, prompt_ids, params: SamplingParams, sink: Callable[[StepOutput | Exception], None],
                request_id: str | None = None) -> str:
         """Queue a request; ``sink`` receives each StepOutput (or an EngineError) on the engine thread."""
-        with self._work:
-            rid = self.engine.add_request(prompt_ids, params, request_id)  # ValueError goes to the caller
-            self._sinks[rid] = (sink, params.n)
-            self._work.notify()
-        return rid
+        return self.submit_many([(prompt_ids, params, sink)], [request_id])[0]
 
-    def submit_many(self, items: list[tuple[list, SamplingParams, Callable]]) -> list[str]:
+    def submit_many(self, items: list[tuple[list, SamplingParams, Callable]],
+                    request_ids: list[str | None] | None = None) -> list[str]:
         """Queue several ``(prompt_ids, params, sink)`` requests at once (all or none: a bad one raises
         ValueError and queues nothing); returns their request ids."""
-        with self._work:
-            rids = []
-            try:
-                for prompt_ids, params, sink in items:
-                    rid = self.engine.add_request(prompt_ids, params)
-                    self._sinks[rid] = (sink, params.n)
-                    rids.append(rid)
-            except Exception:
-                for rid in rids:
-                    self.engine.abort(rid)
-                    self._sinks.pop(rid, None)
-                raise
-            self._work.notify()
-        return rids
+        ids = request_ids or [None] * len(items)
+        reqs = [(self.engine.make_request(p, params, rid), sink) for (p, params, sink), rid in zip(items, ids)]
+        with self._wake:
+            for req, sink in reqs:
+                self._open.add(req.request_id)
+                self._inbox.append(("add", req, sink))
+            self._wake.notify()
+        return [req.request_id for req, _ in reqs]
 
     def abort(self, request_id: str) -> bool:
-        with self._work:
-            found = self.engine.abort(request_id)
-            self._work.notify()
-            return found
+        """Drop the request (its samples end with finish_reason "abort"); False when it had already finished."""
+        if request_id not in self._open:
+            return False
+        with self._wake:
+            self._inbox.append(("abort", request_id))
+            self._wake.notify()
+        return True
 
     def metrics(self) -> dict:
-        with self._lock:
+        with self._engine_lock:
             return self.engine.metrics()
 
     def update_weights(self, weights) -> None:
         """Swap weights between two steps (running requests continue with the new weights)."""
-        with self._lock:
+        with self._engine_lock:
             self.engine.update_weights(weights)
 
     async def stream(self, prompt_ids, params: SamplingParams, request_id: str | None = None
@@ -141,9 +139,9 @@ class AsyncEngine:
             if not fut.done():
                 (fut.set_exception if isinstance(result, BaseException) else fut.set_result)(result)
 
-        with self._work:
+        with self._wake:
             self._jobs.append((sequences, top_n, lambda r: loop.call_soon_threadsafe(settle, r)))
-            self._work.notify()
+            self._wake.notify()
         return await fut
 
     async def _outputs(self, queue: asyncio.Queue, rid: str, n: int) -> AsyncIterator[StepOutput]:
@@ -161,8 +159,8 @@ class AsyncEngine:
                 self.abort(rid)
 
     def _prepare_pending(self) -> None:
-        """Build one variant the request path served eagerly.  Runs without the lock, so that submitters never
-        wait on a compile: they only queue requests, which this thread admits after the build."""
+        """Build one variant the request path served eagerly.  Submitters never wait on it: they only fill the
+        inbox, which this thread drains after the build."""
         key = self.engine.variants.pending()[0]
         try:
             self.engine.prepare_pending(self.log)
@@ -189,9 +187,9 @@ class AsyncEngine:
             done(part)
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        with self._work:
+        with self._wake:
             self._stop = True
-            self._work.notify()
+            self._wake.notify()
         self._thread.join(timeout)
 
     # -- the engine thread -----------------------------------------------------------------------
@@ -204,59 +202,79 @@ class AsyncEngine:
             self.warmup_error = f"{type(e).__name__}: {e}"
             traceback.print_exc()
 
+    def _take_work(self) -> tuple[list, list] | None:
+        """Wait until there is something to do; the inbox and score jobs taken (None: shut down)."""
+        with self._wake:
+            while not (self._stop or self._inbox or self._jobs or self.engine.has_unfinished()
+                       or self.engine.variants.pending()):
+                self._wake.wait()
+            if self._stop:
+                return None
+            ops, self._inbox = self._inbox, []
+            jobs, self._jobs = self._jobs, []
+        return ops, jobs
+
+    def _apply(self, ops: list) -> None:
+        """The inbox's adds and aborts, in call order (an abort of an unknown or finished id does nothing)."""
+        for op in ops:
+            if op[0] == "add":
+                _, req, sink = op
+                self.engine.enqueue(req)
+                self._sinks[req.request_id] = (sink, req.params.n)
+            elif op[1] in self._sinks:
+                self.engine.abort(op[1])
+
     def _loop(self) -> None:
         if self._warmup:
             self._run_warmup()
             self.ready.set()
         while True:
-            with self._work:
-                while not self._stop and not self.engine.has_unfinished() and not self._jobs:
-                    if self.engine.variants.pending():
-                        break
-                    self._work.wait()
-                if self._stop:
-                    return
-                if self._jobs:  # score jobs first (between two steps), lock released
-                    jobs, self._jobs = self._jobs, []
-                    self._work.release()
-                    try:
-                        self._run_jobs(jobs)
-                    finally:
-                        self._work.acquire()
-                    continue
-                if not self.engine.has_unfinished():  # idle with variants to build: build one, lock released
-                    self._work.release()
-                    try:
-                        self._prepare_pending()
-                    finally:
-                        self._work.acquire()
-                    continue
-                try:
-                    outs = self.engine.step()
-                except Exception as e:  # report to every waiting request, then keep serving
-                    err = EngineError(f"engine step failed: {e!r}\n{traceback.format_exc()}")
-                    for rid, (sink, _) in list(self._sinks.items()):
-                        self.engine.abort(rid)
-                        sink(err)
-                    try:
-                        self.engine.step()  # flush the abort outputs
-                    except Exception:
-                        traceback.print_exc()
-                    self._sinks.clear()
-                    continue
-                delivered = []
-                for o in outs:
-                    entry = self._sinks.get(o.request_id)
-                    if entry is None:
-                        continue
-                    sink, left = entry
-                    if o.finish_reason:
-                        left -= 1
-                        self._sinks[o.request_id] = (sink, left)
-                        if left == 0:
-                            del self._sinks[o.request_id]
-                    delivered.append((sink, o))
-            self._deliver(delivered)  # outside the lock: a slow sink never blocks submitters
+            work = self._take_work()
+            if work is None:
+                return
+            ops, jobs = work
+            with self._engine_lock:
+                self._apply(ops)
+            if jobs:  # score jobs first, between two steps
+                self._run_jobs(jobs)
+            if not self.engine.has_unfinished():
+                if not jobs and self.engine.variants.pending():  # idle with variants to build: build one
+                    self._prepare_pending()
+                continue
+            with self._engine_lock:
+                delivered = self._step()
+            self._deliver(delivered)  # outside the lock: a slow sink never holds up the engine's users
+
+    def _step(self) -> list:
+        """One engine step; (sink, output) pairs in step order.  A failed step is reported to every request."""
+        try:
+            outs = self.engine.step()
+        except Exception as e:  # report to every waiting request, then keep serving
+            err = EngineError(f"engine step failed: {e!r}\n{traceback.format_exc()}")
+            failed = [(sink, err) for sink, _ in self._sinks.values()]
+            for rid in list(self._sinks):
+                self.engine.abort(rid)
+                self._open.discard(rid)
+            try:
+                self.engine.step()  # flush the abort outputs
+            except Exception:
+                traceback.print_exc()
+            self._sinks.clear()
+            return failed
+        delivered = []
+        for o in outs:
+            entry = self._sinks.get(o.request_id)
+            if entry is None:
+                continue
+            sink, left = entry
+            if o.finish_reason:
+                left -= 1
+                self._sinks[o.request_id] = (sink, left)
+                if left == 0:
+                    del self._sinks[o.request_id]
+                    self._open.discard(o.request_id)
+            delivered.append((sink, o))
+        return delivered
 
     @staticmethod
     def _deliver(delivered: list) -> None:

@@ -168,9 +168,9 @@ async def complete(s: Serving, ep: Endpoint, request, body: dict):
 
         async def chunks():
             try:
-                async for choice in merged([one(pi, g) for pi, g in enumerate(gens)], q):
-                    yield {"id": cid, "object": ep.chunk_object, "created": created, "model": s.model_name,
-                           "choices": [choice]}
+                async for choices in merged([one(pi, g) for pi, g in enumerate(gens)], q):
+                    yield [{"id": cid, "object": ep.chunk_object, "created": created, "model": s.model_name,
+                            "choices": [choice]} for choice in choices]
             finally:  # a request whose task never started has no generator to abort it
                 for rid in rids:
                     engine.abort(rid)

@@ -176,6 +176,13 @@ class Engine:
     # -- public API ------------------------------------------------------------------------------
     def add_request(self, prompt_ids, params: SamplingParams | None = None, request_id: str | None = None) -> str:
         """Queue a request; returns its id.  Raises ValueError for prompts or params that cannot run."""
+        req = self.make_request(prompt_ids, params, request_id)
+        self.enqueue(req)
+        return req.request_id
+
+    def make_request(self, prompt_ids, params: SamplingParams | None = None, request_id: str | None = None):
+        """A checked request for :meth:`enqueue` (ValueError for prompts or params that cannot run).  It reads only
+        the engine's fixed shape, so another thread may call it while the engine steps."""
         params = params or SamplingParams()
         params.check()
         prompt = [int(t) for t in prompt_ids]
@@ -190,9 +197,12 @@ class Engine:
             raise ValueError(f"token id {bad[0]} outside the vocabulary of {self.cfg.vocab_size}")
         rid = request_id if request_id is not None else f"req-{next(self._ids)}"
         seed = params.seed if params.seed is not None else self._rng.getrandbits(31)
-        self.waiting.append(_Request(rid, prompt, params, int(seed) & 0x7FFFFFFF))
+        return _Request(rid, prompt, params, int(seed) & 0x7FFFFFFF)
+
+    def enqueue(self, req) -> None:
+        """Queue a request made by :meth:`make_request` (on the thread that steps the engine)."""
+        self.waiting.append(req)
         self.counters["requests"] += 1
-        return rid
 
     def abort(self, request_id: str) -> bool:
         """Drop a waiting or running request; its samples end with finish_reason "abort" at the next step."""
