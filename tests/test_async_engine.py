@@ -4,6 +4,7 @@ wakes a consumer's event loop once, however many of its requests the step advanc
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 import torch
@@ -87,3 +88,44 @@ def test_outputs_for_a_closed_loop_are_dropped_without_harm():
     delivered = []
     AsyncEngine._deliver([(LoopQueue(loop, q), "x"), (delivered.append, "y")])
     assert delivered == ["y"] and q.empty()
+
+
+def test_submit_and_abort_do_not_wait_for_a_running_step(oracle):
+    """While the engine thread is inside a step, submit/abort from another thread return at once; the queued
+    request then runs to the oracle's tokens and the aborted one ends with "abort"."""
+    engine = make_engine()
+    entered, release = threading.Event(), threading.Event()
+    step = engine.step
+
+    def blocking_step():
+        entered.set()
+        release.wait(30)
+        return step()
+    engine.step = blocking_step
+    aengine = AsyncEngine(engine)
+    got: dict = {}
+    try:
+        params = SamplingParams(max_new_tokens=NEW, temperature=0.0)
+        first = aengine.submit(PROMPTS[0], params, lambda o: got.setdefault("first", []).append(o))
+        assert entered.wait(30)  # the engine thread is now held inside step()
+        returned = threading.Event()
+
+        def other():
+            rid = aengine.submit(PROMPTS[1], params, lambda o: got.setdefault("second", []).append(o))
+            aengine.abort(first)
+            got["rid"] = rid
+            returned.set()
+        threading.Thread(target=other, daemon=True).start()
+        assert returned.wait(10), "submit/abort waited for the engine step"
+        assert not release.is_set()
+        release.set()
+        for _ in range(300):
+            if got.get("second") and got["second"][-1].finish_reason and got["first"][-1].finish_reason:
+                break
+            threading.Event().wait(0.05)
+        assert [t for o in got["second"] for t in o.token_ids] == oracle[1]
+        assert got["first"][-1].finish_reason == "abort"
+        assert not aengine.abort(got["rid"])  # finished: nothing to abort
+    finally:
+        release.set()
+        aengine.shutdown()
