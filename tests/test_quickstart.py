@@ -9,8 +9,8 @@ from openmimo.train.config import PretrainConfig
 
 
 def test_overrides_route_by_prefix():
-    assert split_overrides(["pretrain.optim.lr=1e-3", "actor.lr=1e-4", "pretrain.train.seed=3"]) == \
-        (["optim.lr=1e-3", "train.seed=3"], ["actor.lr=1e-4"])
+    assert split_overrides(["pretrain.optim.lr=1e-3", "actor.lr=1e-4", "pretrain.train.seed=3", "sft.optim.lr=2e-4"]) \
+        == (["optim.lr=1e-3", "train.seed=3"], ["optim.lr=2e-4"], ["actor.lr=1e-4"])
 
 
 def test_readiness_note_only_below_the_threshold():
@@ -44,3 +44,21 @@ def test_quickstart_runs_its_fixed_work_and_reports(tmp_path, capsys):
     assert "1/2 pre-training" in text and "2/2 RL: 2 GRPO steps" in text and "Measured with seeds 0-2" in text
     assert saved["below_rl_ready"] == (saved["pretrain_math_acc"] < RL_READY_MATH)
     assert ("WARNING" in text) == saved["below_rl_ready"]
+
+
+def test_sft_rl_recipe_runs_every_stage_and_prints_the_table(tmp_path, capsys):
+    """pretrain -> RL-zero, and pretrain -> SFT -> RL with chat prompts: four stages, one table, one json."""
+    out = tmp_path / "qs"
+    res = main(str(out), rl_steps=1, seed=0, recipe="sft-rl",
+               overrides=SMALL + ["sft.data.world_traces=16", "sft.batch.batch_size=2", "sft.batch.micro_batch_size=2",
+                                  "sft.train.ckpt_every=0"])
+    saved = json.loads((out / "quickstart.json").read_text())
+    assert saved["recipe"] == "sft-rl" and saved["sft_rl"]["rl_steps"] == 1 and saved["sft_rl"]["sft_steps"] >= 1
+    assert "math" in saved["sft_rl"]["before"] and "math" in saved["sft_rl"]["after"]
+    assert (out / "sft" / "final" / "config.json").is_file() and (out / "sft-rl" / "final").is_dir()
+    rl_cfg = json.loads((out / "sft-rl" / "run.json").read_text())["config"]
+    assert rl_cfg["data"]["prompt_style"] == "chat" and rl_cfg["train"]["model_path"] == str(out / "sft" / "final")
+    assert json.loads((out / "rl" / "run.json").read_text())["config"]["data"]["prompt_style"] == "base"
+    text = capsys.readouterr().out
+    assert "3/4 SFT" in text and "4/4 RL on the SFT model" in text and "base   RL-zero   SFT   SFT+RL" in text
+    assert "SFT then RL" in text and ("beats RL-zero" in text or "does not beat RL-zero" in text)

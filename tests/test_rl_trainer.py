@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from openmimo.config import ConfigError, load
+from openmimo.eval.tasks import get_task
 from openmimo.rl.batching import collate
 from openmimo.rl.config import RLConfig
 from openmimo.rl.problems import load_problems
@@ -298,3 +299,36 @@ def test_auto_kind_mixes_math_and_code_files(tmp_path):
     bad = score(probs[-1], Fin("print(int(input()))\n```\n")).result()
     right = score(probs[0], Fin(" 0 + 1 = 1.\nThe answer is \\boxed{1}.")).result()
     assert (good.score, bad.score, right.score) == (1.0, 0.0, 1.0)
+
+
+def test_chat_prompt_style_renders_the_template_and_reads_after_the_reasoning(tmp_path):
+    """prompt_style chat: the prompt is the tokenizer's chat template with the generation prompt; the score reads
+    the boxed answer after the <think> block (a boxed number inside the reasoning does not count), and a code
+    answer must open its own fence."""
+    from openmimo.rl.backends import make_score_fn
+
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"problem": "What is 2 + 1?", "answer": "3", "level": 1}) + "\n")
+    c = tmp_path / "c.jsonl"
+    tests = [{"input": "2\n", "output": "4\n", "testtype": "stdin"}]
+    c.write_text(json.dumps({"question_content": "Print twice the number.", "tests": tests}) + "\n")
+    tok = train_tokenizer(["What is 2 + 1? Print twice the number. The answer is"] * 10, vocab_size=300)
+    probs, _ = load_problems([str(m), str(c)], "auto", tok, 256, style="chat")
+    msgs = [{"role": "user", "content": get_task("world_math").chat_content(probs[0])}]
+    assert probs[0]["prompt_ids"] == tok.encode(tok.apply_chat_template(msgs, add_generation_prompt=True))
+    assert tok.decode(probs[0]["prompt_ids"]).endswith("<|im_start|>assistant\n")
+    assert load_problems(str(m), "math", tok, 256)[0][0]["prompt_ids"] != probs[0]["prompt_ids"]  # base differs
+
+    class Fin:
+        def __init__(self, text):
+            self.token_ids = tok.encode(text)
+
+    score = make_score_fn("auto", tok, pool=None, timeout=10.0, style="chat")
+    cases = [(probs[0], "<think>\n2 + 1 = 3.\n</think>\n\nThe answer is \\boxed{3}.<|im_end|>", 1.0),
+             (probs[0], "<think>\nmaybe \\boxed{3}\n</think>\n\nThe answer is \\boxed{4}.<|im_end|>", 0.0),
+             (probs[0], "<think>\nThe answer is \\boxed{3}.", 0.0),  # the reasoning never closed: no answer
+             (probs[1], "<think>\ndouble it\n</think>\n\n```python\nprint(2 * int(input()))\n```<|im_end|>", 1.0),
+             (probs[1], "print(2 * int(input()))\n```\n", 0.0)]  # no fence of its own: nothing to judge
+    assert [score(p, Fin(t)).result().score for p, t, _ in cases] == [want for _, _, want in cases]
+    with pytest.raises(ValueError, match="prompt_style"):
+        load(RLConfig, None, ["data.prompt_style=fancy"]).data.check()

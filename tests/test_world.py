@@ -260,3 +260,16 @@ def test_level_one_space_counts_the_generator_distinct_problems():
     r = random.Random(0)
     keys = {world.world_math.level1(r)[0] for _ in range(400000)}
     assert len(keys) == world.LEVEL1_SPACE
+
+
+def test_steps_reasoning_is_the_solution_split_at_its_answer_line():
+    import random
+
+    from openmimo.data.world_math import level1, level2, math_steps_reasoning
+
+    rng = random.Random(0)
+    for rec in [level1(rng) for _ in range(20)] + [level2(rng) for _ in range(20)]:
+        r = {"solution": rec[2], "answer": rec[3]}
+        reasoning, answer = math_steps_reasoning(r)
+        assert reasoning + "\n" + answer == rec[2]
+        assert answer == f"The answer is \\boxed{{{rec[3]}}}." and "\\boxed" not in reasoning

@@ -138,6 +138,14 @@ def _check_equation(problem: str, x: int) -> str:
     return f"Check: {a} * {x} {sign} {b} = {lhs}, and the right side is {c}, so x = {x} works."
 
 
+def math_steps_reasoning(rec: dict) -> tuple[str, str]:
+    """A short ``(reasoning, answer)`` for a math record: the worked steps as the reasoning, the boxed result as the
+    answer -- the solution the pre-training text already teaches, in the chat format (what a model the size of the
+    tiny one can learn the format from without having to copy the problem into its trace)."""
+    lines = rec["solution"].split("\n")
+    return "\n".join(lines[:-1]), lines[-1]
+
+
 def math_reasoning(rec: dict, rng: random.Random) -> tuple[str, str]:
     """A long synthetic ``(reasoning, answer)`` for a math record: restate, solve step by step, verify."""
     steps = rec["solution"].split("\n")[:-1]

@@ -226,17 +226,18 @@ class SimBackend:
 
 
 # -- rewards ----------------------------------------------------------------------------------------
-def make_score_fn(kind: str, tokenizer, pool, timeout: float, code_scheme: str = "soft"):
+def make_score_fn(kind: str, tokenizer, pool, timeout: float, code_scheme: str = "soft", style: str = "base"):
     """(problem, Finished) -> Future[RewardResult] through the problem's task: math in the reward pool's
     processes, code in the judge (which already runs tests in parallel, isolated and time-limited) with
-    ``code_scheme`` and the record's ``test_levels``.
+    ``code_scheme`` and the record's ``test_levels``; ``style`` is the prompts' (base or chat: how the
+    response is read, after its reasoning block either way).
 
     ``kind`` "auto" follows each problem's ``reward_kind`` (set by :func:`openmimo.rl.problems.load_problems`)."""
 
     def score(problem, fin):
         text = tokenizer.decode(fin.token_ids, skip_special_tokens=True)
         task = get_task(RL_TASKS[problem.get("reward_kind", kind)])
-        return task.submit_score(problem, text, style="base", pool=pool, timeout=timeout, scheme=code_scheme)
+        return task.submit_score(problem, text, style=style, pool=pool, timeout=timeout, scheme=code_scheme)
 
     return score
 

@@ -29,10 +29,16 @@ class RLDataConfig:
     levels: list[int] = field(default_factory=list)
     # the same filter for validation records ([] = all): measure on the distribution RL trains on
     val_levels: list[int] = field(default_factory=list)
+    # how problems are put to the model: base (the pre-training text's "Problem: ...\nSolution:") or chat (the
+    # checkpoint's own chat template with the generation prompt: an SFT model); answers are read after the
+    # reasoning block either way
+    prompt_style: str = "base"
 
     def check(self):
         if self.kind not in ("math", "code", "auto"):
             raise ValueError(f"key 'kind' must be math, code or auto, got {self.kind!r}")
+        if self.prompt_style not in ("base", "chat"):
+            raise ValueError(f"key 'prompt_style' must be base or chat, got {self.prompt_style!r}")
 
 
 @dataclass

@@ -74,14 +74,15 @@ class RLRun:
         self.trainer = Trainer(self.model, self.optimizer, self.rt, a.grad_clip)
         d = cfg.data
         self.problems, self.data_counts = load_problems(d.train_path, d.kind, self.tok, d.max_prompt_tokens,
-                                                        d.max_problems, d.levels)
+                                                        d.max_problems, d.levels, d.prompt_style)
         n_main = len(self.problems)
         if d.easy_path:
-            easy, easy_counts = load_problems(d.easy_path, d.kind, self.tok, d.max_prompt_tokens, 0, d.levels)
+            easy, easy_counts = load_problems(d.easy_path, d.kind, self.tok, d.max_prompt_tokens, 0, d.levels,
+                                              d.prompt_style)
             self.problems = self.problems + easy
             self.data_counts = {**self.data_counts, "easy_pool": easy_counts["kept"]}
         self.val = load_problems(d.val_path, d.kind, self.tok, d.max_prompt_tokens, d.val_problems,
-                                 d.val_levels)[0] if d.val_path else []
+                                 d.val_levels, d.prompt_style)[0] if d.val_path else []
         if any(p["reward_kind"] == "math" for p in self.problems + self.val):
             require_math_verify()
         g = cfg.gen
@@ -94,7 +95,8 @@ class RLRun:
             self.pool = RayRewardPool(t.reward_workers, timeout=t.reward_timeout, address=t.ray_address or None)
         else:
             self.pool = RewardPool(t.reward_workers, timeout=t.reward_timeout)
-        self.rewards = PoolRewards(make_score_fn(d.kind, self.tok, self.pool, t.reward_timeout, t.code_reward))
+        self.rewards = PoolRewards(make_score_fn(d.kind, self.tok, self.pool, t.reward_timeout, t.code_reward,
+                                                   d.prompt_style))
         self.sampler = ProblemSampler(len(self.problems), seed=t.seed)
         self.sampler.pool.extend(range(n_main, len(self.problems)))  # the curated easy pool
         self.rollout = SeamlessRollout(self.backend, self.rewards, self.sampler, self.problems, cfg.rollout)

@@ -50,6 +50,7 @@ class SFTDataConfig:
     # > 0: also train on this many verified <think> traces of world_dir's training math problems (the tiny recipe)
     world_traces: int = 0
     world_trace_levels: list[int] = field(default_factory=list)  # ...of these levels only ([] = all)
+    world_trace_style: str = "long"  # long (restate, numbered steps, check, solution) | steps (steps, boxed answer)
     ngram: int = 16  # n-gram length of the decontamination (MiMo: 16)
 
     def check(self):
@@ -57,6 +58,8 @@ class SFTDataConfig:
             raise ValueError("key 'train_path' is required (SFT records, JSONL) unless world_traces > 0")
         if self.world_traces and not self.world_dir:
             raise ValueError("key 'world_traces' needs 'world_dir' (an embedded world folder)")
+        if self.world_trace_style not in ("long", "steps"):
+            raise ValueError(f"key 'world_trace_style' must be long or steps, got {self.world_trace_style!r}")
         if self.seq_len < 2 or self.epochs < 1 or self.ngram < 1 or self.max_samples < 0:
             raise ValueError("key 'seq_len' must be >= 2, 'epochs' and 'ngram' >= 1, 'max_samples' >= 0")
 
@@ -120,7 +123,8 @@ def prepare_world_traces(d: SFTDataConfig, run_dir: Path, rt) -> Path:
 
     path = run_dir / "data" / "world_traces.jsonl"
     if rt.is_main and not path.is_file():
-        recs, counts = world_traces(d.world_dir, d.world_traces, d.world_trace_levels, seed=0)
+        recs, counts = world_traces(d.world_dir, d.world_traces, d.world_trace_levels, seed=0,
+                                    style=d.world_trace_style)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in recs))

@@ -27,7 +27,7 @@ import torch
 
 from openmimo.chat import format_assistant, render_ids_and_mask, validate_messages
 from openmimo.config import ConfigError
-from openmimo.data.world_math import math_reasoning
+from openmimo.data.world_math import math_reasoning, math_steps_reasoning
 from openmimo.eval.prompts import math_chat_message
 from openmimo.jsonl import iter_jsonl, read_jsonl
 from openmimo.model.mimo import IGNORE_INDEX
@@ -206,19 +206,23 @@ class PackedSFTLoader:
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
 
 
-def world_traces(world_dir, limit: int = 0, levels=(), seed: int = 0) -> tuple[list[dict], dict]:
+def world_traces(world_dir, limit: int = 0, levels=(), seed: int = 0, style: str = "long") -> tuple[list[dict], dict]:
     """SFT records for the embedded world's training math problems: the problem as the chat user turn and a
-    ``<think>`` trace (:func:`openmimo.data.world_math.math_reasoning`) before the worked solution, kept only
-    when the math reward verifies its answer against the gold one.  Returns (records, counts)."""
+    ``<think>`` trace before the answer, kept only when the math reward verifies its answer against the gold one.
+    ``style`` "long": the problem restated, each step numbered, a check, then the worked solution
+    (:func:`openmimo.data.world_math.math_reasoning`); "steps": the worked steps as the trace and the boxed result
+    as the answer (:func:`openmimo.data.world_math.math_steps_reasoning`).  Returns (records, counts)."""
     from openmimo.rewards.math import math_rewards  # lazy: Math-Verify and the reward pool only when traces are made
 
+    if style not in ("long", "steps"):
+        raise ValueError(f"world trace style must be long or steps, got {style!r}")
     recs = [r for r in read_jsonl(Path(world_dir) / "math" / "train.jsonl") if not levels or r["level"] in levels]
     rng = random.Random(seed)
     if limit:
         recs = rng.sample(recs, min(limit, len(recs)))
     out = []
     for r in recs:
-        reasoning, answer = math_reasoning(r, rng)
+        reasoning, answer = math_reasoning(r, rng) if style == "long" else math_steps_reasoning(r)
         out.append({"id": r.get("unique_id"), "level": r["level"], "messages": [
             {"role": "user", "content": math_chat_message(r["problem"])},
             {"role": "assistant", "reasoning_content": reasoning, "content": answer}]})
