@@ -57,9 +57,22 @@ def test_output_folder_is_created_and_resume_skips_done_prompts(ckpt, tmp_path, 
     out.write_text(full[0] + "\n" + full[1][:20])  # an interrupted run: p0 written, p1 cut off mid-line
     assert gen(ckpt, "--input", inp, "--output", out, "--resume") == 0
     assert "1 of 3 prompts are already in" in capsys.readouterr().err
-    assert out.read_text().splitlines() == full  # p0 kept, p1 and p2 generated again (greedy: identical)
+    resumed = out.read_text().splitlines()
+    assert resumed[0] == full[0]  # p0 kept as written
+    same_results(resumed, full)  # p1 and p2 generated again (greedy: the same tokens)
     assert gen(ckpt, "--input", inp, "--output", out, "--overwrite") == 0
-    assert out.read_text().splitlines() == full
+    same_results(out.read_text().splitlines(), full)
+
+
+def same_results(lines: list[str], want: list[str]) -> None:
+    """The same records, token for token; log-probs equal up to float rounding (a batch of another size takes
+    another reduction order on some CPU kernel paths)."""
+    got, exp = [json.loads(x) for x in lines], [json.loads(x) for x in want]
+    assert [{k: v for k, v in r.items() if k != "logprobs"} for r in got] == \
+        [{k: v for k, v in r.items() if k != "logprobs"} for r in exp]
+    for a, b in zip(got, exp):
+        assert len(a["logprobs"]) == len(b["logprobs"])
+        assert all(abs(x - y) <= 1e-5 for x, y in zip(a["logprobs"], b["logprobs"]))
 
 
 def test_unwritable_output_fails_before_generating(ckpt, tmp_path, capsys):
