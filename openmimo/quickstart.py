@@ -75,6 +75,7 @@ def rl_config(model: Path, out: Path, world: WorldRunData, seed: int, rl_steps: 
 
 
 def pass_at_1(val: dict, kind: str) -> float:
+    """A validation's pass@1 for ``kind`` (the whole validation when it was not split by kind)."""
     return val.get(kind, val).get("pass@1", 0.0)
 
 
@@ -106,10 +107,9 @@ def main(out_dir: str = "runs/quickstart", rl_steps: int | None = None, override
     k = rcfg.train.val_n
     kinds = [kd for kd in ("math", "code") if kd in after] or ["all"]  # per kind when both were validated
     for kind in kinds:
-        b, a = before.get(kind, before), after.get(kind, after)
         print(f"[quickstart] held-out {kind} pass@1 (avg over {k} samples at temperature {rcfg.train.val_temperature}, "
-              f"top-p {rcfg.train.val_top_p}; {a.get('n_problems', 0)} problems): "
-              f"before RL {100 * b.get('pass@1', 0):.1f}% -> after RL {100 * a.get('pass@1', 0):.1f}%")
+              f"top-p {rcfg.train.val_top_p}; {after.get(kind, after).get('n_problems', 0)} problems): "
+              f"before RL {100 * pass_at_1(before, kind):.1f}% -> after RL {100 * pass_at_1(after, kind):.1f}%")
     if "math" in after or kinds == ["all"]:
         b, a = pass_at_1(before, "math"), pass_at_1(after, "math")
         print(f"[quickstart] math: {100 * b:.1f}% before RL, gain {100 * (a - b):+.1f} points; "
