@@ -92,7 +92,7 @@ def pinned(backend: str):
     return sdpa_kernel([sdpa_backend(backend)])
 
 
-def bench_ours(cfg, dev, B, T, compiled, master_fp32, packed, warmup, iters, attention="auto"):
+def bench_ours(cfg, dev, B, T, compiled, master_fp32, packed, warmup, iters, attention="auto", fused=False):
     from openmimo.model.mimo import set_attention_backend
     from openmimo.model.parallel import apply_compile
     from openmimo.runtime import Runtime
@@ -101,6 +101,7 @@ def bench_ours(cfg, dev, B, T, compiled, master_fp32, packed, warmup, iters, att
     set_attention_backend(attention)
     param_dtype = torch.float32 if (master_fp32 or dev.type != "cuda") else torch.bfloat16
     model = build_model(cfg, device=dev, dtype=param_dtype, seed=0)
+    model.fused_loss = fused  # each head's loss in row chunks (model/fused_ce.py): no whole logits
     if compiled == "whole":
         model.compile()  # the whole forward, loss included, in one graph
     elif compiled:
@@ -192,6 +193,14 @@ def main():
         ("openmimo whole-model compile, no MTP (bf16 params)", "ours", dict(compiled="whole", master_fp32=False, packed=False), 0),
         ("openmimo whole-model compile, 1 MTP layer (bf16 params)", "ours", dict(compiled="whole", master_fp32=False, packed=False), 1),
         ("openmimo compiled, 1 MTP, packed docs (FlexAttention)", "ours", dict(compiled=True, master_fp32=False, packed=True), 1),
+        ("openmimo whole-model compile, 1 MTP layer, fused head+CE (bf16 params)", "ours",
+         dict(compiled="whole", master_fp32=False, packed=False, fused=True), 1),
+        ("openmimo whole-model compile, no MTP, fused head+CE (bf16 params)", "ours",
+         dict(compiled="whole", master_fp32=False, packed=False, fused=True), 0),
+        ("openmimo compiled, 1 MTP, packed docs (FlexAttention), fused head+CE", "ours",
+         dict(compiled=True, master_fp32=False, packed=True, fused=True), 1),
+        ("openmimo whole-model compile, 1 MTP, packed docs (FlexAttention), fused head+CE", "ours",
+         dict(compiled="whole", master_fp32=False, packed=True, fused=True), 1),
         ("transformers compiled, cuDNN attention (bf16 params)", "hf", dict(compiled=True, attention="cudnn"), 0),
         ("openmimo whole-model compile, no MTP, cuDNN attention (bf16 params)", "ours",
          dict(compiled="whole", master_fp32=False, packed=False, attention="cudnn"), 0),
@@ -228,6 +237,7 @@ def main():
         mfu = tps * flops_per_token(cfg, T) / peak if peak else None
         rows.append({"variant": name, "step_s": dt, "tok_per_s": tps, "mfu": mfu,
                      "peak_mem_gb": torch.cuda.max_memory_allocated() / 1e9 if dev.type == "cuda" else None})
+        print({k: v for k, v in rows[-1].items()}, flush=True)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         print(rows[-1], flush=True)

@@ -63,7 +63,7 @@ def rows(cfg, n_rows: int, seq: int, lo: int, hi: int, prompt_frac: float, seed:
     return sft, pre, fill
 
 
-def bench(cfg, batches, dev, warmup: int, iters: int, compile: bool, micro: int) -> float:
+def bench(cfg, batches, dev, warmup: int, iters: int, compile: str, micro: int, fused: bool) -> float:
     import time
 
     from openmimo.model.parallel import apply_compile
@@ -71,7 +71,10 @@ def bench(cfg, batches, dev, warmup: int, iters: int, compile: bool, micro: int)
     from openmimo.train.loop import Trainer, build_optimizer
 
     model = build_model(cfg, device=dev, dtype=torch.float32, seed=0)
-    if compile:
+    model.fused_loss = fused
+    if compile == "whole":
+        model.compile()
+    elif compile == "blocks":
         apply_compile(model)
     rt = Runtime(device=dev, dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
     trainer = Trainer(model, build_optimizer(model, 1e-5, (0.9, 0.95), 1e-8, 0.0, dev), rt, grad_clip=1.0)
@@ -106,7 +109,10 @@ def main():
     ap.add_argument("--prompt-frac", type=float, default=0.2)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--compile", default="blocks", choices=("blocks", "whole", "none"),
+                    help="what `openmimo sft` compiles (blocks: train.compile=true) or the whole forward, loss included")
+    ap.add_argument("--fused", default="both", choices=("both", "on", "off"),
+                    help="the head's loss in row chunks (train.fused_loss), without it, or both")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() and args.shape != "tiny" else "cpu")
@@ -116,8 +122,12 @@ def main():
     sft, pre, fill = rows(cfg, args.rows, seq, lo, hi, args.prompt_frac)
     peak = 989e12 if dev.type == "cuda" else 0.0
     out = []
-    for name, batch in (("pre-training, packed documents", pre), ("SFT, packed samples, assistant-token loss", sft)):
-        dt = bench(cfg, batch, dev, args.warmup, args.iters, not args.no_compile and dev.type == "cuda", args.micro)
+    compile = args.compile if dev.type == "cuda" else "none"
+    fused_opts = {"both": (False, True), "on": (True,), "off": (False,)}[args.fused]
+    variants = [(f"{name}{', fused head+CE' if fused else ''}", batch, fused) for fused in fused_opts
+                for name, batch in (("pre-training, packed documents", pre), ("SFT, packed samples, assistant-token loss", sft))]
+    for name, batch, fused in variants:
+        dt = bench(cfg, batch, dev, args.warmup, args.iters, compile, args.micro, fused)
         tps = args.rows * seq / dt
         rec = {"variant": name, "step_s": dt, "tok_per_s": tps, "mfu": tps * flops_per_token(cfg, seq) / peak if peak else None,
                "targets": int((batch["labels"] != IGNORE_INDEX).sum())}
@@ -130,6 +140,7 @@ def main():
     dev_name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
     print(f"\n{args.shape}: {cfg.num_params(include_mtp=True) / 1e9:.2f}B parameters, 1 MTP layer, {args.rows} rows x {seq} "
           f"tokens (fill {100 * fill:.1f}%), micro-batch {args.micro}, {dev_name}, torch {torch.__version__}\n")
+    print(f"compile: {compile}\n")
     print("| variant | tokens/s | MFU | vs pre-training |\n|---|---|---|---|")
     for r in out:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "-"

@@ -93,6 +93,21 @@ def test_killed_run_resumes_with_the_same_loss_curve(prepared, tmp_path):
     assert {r["seq_len"] for r in recs if r.get("stage") == "b"} == {64}
 
 
+def test_fused_loss_follows_the_unfused_loss_curve(prepared, tmp_path):
+    """train.fused_loss=true (each head's loss in row chunks) trains the same model: the same losses, MTP losses
+    and gradient norms, step for step, up to float rounding."""
+    curves = {}
+    for fused in ("false", "true"):
+        p = _cli(_args(prepared, tmp_path / fused, [f"train.fused_loss={fused}"]))
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out
+        curves[fused] = _losses(tmp_path / fused)
+    plain, fused = curves["false"], curves["true"]
+    assert len(plain) >= 8 and [r[0] for r in fused] == [r[0] for r in plain]
+    for a, b in zip(fused, plain):
+        assert a[1:] == pytest.approx(b[1:], rel=1e-4, abs=1e-6)
+
+
 def test_fsdp2_two_processes_match_one(prepared, tmp_path):
     # no batch warm-up: its rounding to a multiple of the world size would change the global batch
     extra = ["train.max_steps=4", "train.ckpt_every=0", "train.device=cpu", "batch.warmup_batch_size=0"]

@@ -33,8 +33,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 from openmimo.model.config import MiMoConfig
+from openmimo.model.fused_ce import IGNORE_INDEX, linear_cross_entropy
 
-IGNORE_INDEX = -100
 
 
 class RMSNorm(nn.Module):
@@ -311,6 +311,10 @@ class MiMoForCausalLM(nn.Module):
         self.model = MiMoModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.tie_weights()
+        # Training with labels: True computes each head's loss in row chunks (model/fused_ce.py) and returns no
+        # logits; fused_loss_chunk_rows 0 picks the chunk size from the vocabulary.
+        self.fused_loss = False
+        self.fused_loss_chunk_rows = 0
 
     # -- construction ------------------------------------------------------------------------
     def tie_weights(self) -> None:
@@ -369,7 +373,9 @@ class MiMoForCausalLM(nn.Module):
             if compute_mtp:
                 raise ValueError("compute_mtp needs labels; use mtp_forward for drafting")
             return out
-        out.logits = self.lm_head(h)
+        # fused_loss: each head's loss in row chunks, no logits returned (the training objectives read the losses).
+        head = (lambda states: states) if self.fused_loss else self.lm_head
+        out.logits = head(h)
         doc = document_ids(packed_positions) if packed_positions is not None else None
         out.loss = self._shifted_loss(out, out.logits, labels, attention_mask, doc, 1)
         if compute_mtp is None or compute_mtp:
@@ -377,13 +383,13 @@ class MiMoForCausalLM(nn.Module):
             for k, layer in enumerate(self.model.mtp_layers, start=1):
                 next_ids = F.pad(input_ids[:, k:], (0, k), value=0)
                 prev = layer(prev, self.model.embed_tokens(next_ids), position_ids, cos, sin, mask)
-                out.mtp_losses.append(self._shifted_loss(out, self.lm_head(prev), labels, attention_mask, doc, 1 + k))
-        out.logits = keep_positions(out.logits, logits_to_keep)
+                out.mtp_losses.append(self._shifted_loss(out, head(prev), labels, attention_mask, doc, 1 + k))
+        out.logits = None if self.fused_loss else keep_positions(out.logits, logits_to_keep)
         return out
 
-    @staticmethod
-    def _shifted_loss(out: ModelOutput, logits, labels, attention_mask, doc, shift: int):
-        """Cross-entropy of logits[:, t] against labels[:, t + shift], valid targets only."""
+    def _shifted_loss(self, out: ModelOutput, logits, labels, attention_mask, doc, shift: int):
+        """Cross-entropy of logits[:, t] against labels[:, t + shift], valid targets only (with ``fused_loss``,
+        ``logits`` are the normed hidden states the head would take)."""
         T = labels.shape[1]
         if shift >= T:
             zero = logits.sum() * 0.0
@@ -395,8 +401,11 @@ class MiMoForCausalLM(nn.Module):
         # Targets aligned with every position (the last `shift` have none), invalid ones ignored:
         # no copy of the (B, T, V) logits is made to select rows.
         tgt = F.pad(labels[:, shift:].masked_fill(~valid, IGNORE_INDEX), (0, shift), value=IGNORE_INDEX)
-        ce = _ce_compiled() if logits.is_cuda else _ce_sum_correct
-        s, correct = ce(logits, tgt)
+        if self.fused_loss:
+            s, correct = linear_cross_entropy(logits, self.lm_head.weight, tgt, self.fused_loss_chunk_rows or None)
+        else:
+            ce = _ce_compiled() if logits.is_cuda else _ce_sum_correct
+            s, correct = ce(logits, tgt)
         n = valid.sum()  # kept on the device: no host sync (and no graph break) inside forward
         out.loss_sums.append(s)
         out.num_targets.append(n)

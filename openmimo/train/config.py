@@ -93,6 +93,7 @@ class TrainConfig(RunConfig):
     compile: bool = False  # torch.compile the decoder blocks
     activation_checkpointing: bool = False  # recompute block activations in backward
     attention_backend: str = "auto"  # CUDA SDPA kernel of unpacked rows: auto | flash | cudnn | efficient
+    fused_loss: bool = False  # each head's loss in row chunks (model/fused_ce.py): no whole (tokens, vocab) logits
     eval_problems: int = 64  # held-out math problems in an evaluation
     peak_tflops: float = 0.0  # accelerator peak for MFU; 0 = 989 on CUDA (H100 bf16), none on CPU
 

@@ -165,6 +165,7 @@ def main(cfg: MTPExtendConfig, resume: bool = False, overwrite: bool = False) ->
     if not cfg.keep_rope_theta:
         base.config.rope_theta = stage_cfg.rope_theta
     model = extend_model(base, cfg.num_nextn_predict_layers)
+    model.fused_loss = cfg.train.fused_loss
     model.eval()
     before = mtp_accuracy(model, tok, texts, seq_len=stage_cfg.seq_len, device=rt.device)  # of the init checkpoint
     o = cfg.optim

@@ -141,6 +141,7 @@ def main(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> 
     set_attention_backend(cfg.train.attention_backend)
     model = build_parallel_model(cfg.model, rt, seed=cfg.train.seed, compile=cfg.train.compile,
                                  activation_checkpointing=cfg.train.activation_checkpointing)
+    model.fused_loss = cfg.train.fused_loss
     o = cfg.optim
     optimizer = build_optimizer(model, o.lr, o.betas, o.eps, o.weight_decay, rt.device)
     stage = PretrainStage(cfg, model, Trainer(model, optimizer, rt, o.grad_clip), build_loader(cfg, sources, rt),

@@ -253,6 +253,7 @@ def main(cfg: SFTConfig, resume: bool = False, overwrite: bool = False) -> dict:
     model_cfg = model.config
     if model_cfg.num_nextn_predict_layers == 0 or cfg.mtp_weight == 0:
         model.model.mtp_layers.requires_grad_(False)
+    model.fused_loss = cfg.train.fused_loss
     model = parallelize(model, rt, compile=cfg.train.compile, activation_checkpointing=cfg.train.activation_checkpointing)
     o = cfg.optim
     optimizer = build_optimizer(model, o.lr, o.betas, o.eps, o.weight_decay, rt.device)
