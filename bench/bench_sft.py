@@ -1,8 +1,8 @@
 """SFT step throughput and MFU on one GPU, packed, with the MTP loss — next to pre-training's packed documents in the same run.
 
 Both variants run the real step (:class:`openmimo.train.loop.Trainer` with the objective SFT and pre-training share:
-main loss + weight x MTP loss, FSDP-free, float32 master weights under bf16 autocast as `openmimo sft` runs, compiled
-blocks) on the same packed rows: samples of random length (``--min-len``..``--max-len`` tokens, the first
+main loss + weight x MTP loss, FSDP-free, float32 master weights under bf16 autocast as `openmimo sft` runs, the whole
+forward compiled) on the same packed rows: samples of random length (``--min-len``..``--max-len`` tokens, the first
 ``--prompt-frac`` of each a prompt) laid into rows of ``--seq`` tokens by :func:`openmimo.train.sft_data.pack`, with
 per-sample position ids (FlexAttention document mask).  SFT's labels are the assistant tokens only; pre-training's
 are every token of the same documents.
@@ -109,8 +109,8 @@ def main():
     ap.add_argument("--prompt-frac", type=float, default=0.2)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--compile", default="blocks", choices=("blocks", "whole", "none"),
-                    help="what `openmimo sft` compiles (blocks: train.compile=true) or the whole forward, loss included")
+    ap.add_argument("--compile", default="whole", choices=("blocks", "whole", "none"),
+                    help="train.compile_scope: whole (what `openmimo sft` compiles on one device) or blocks")
     ap.add_argument("--fused", default="both", choices=("both", "on", "off"),
                     help="the head's loss in row chunks (train.fused_loss), without it, or both")
     ap.add_argument("--out", default="")

@@ -47,6 +47,29 @@ def apply_compile(model: MiMoForCausalLM) -> None:
         block.compile()
 
 
+COMPILE_SCOPES = ("auto", "blocks", "whole")
+
+
+def compile_scope(scope: str, distributed: bool) -> str:
+    """What ``train.compile`` compiles: ``whole`` (the model's forward, losses included, as one graph: the faster
+    path on one device, packed documents' block mask included) or ``blocks`` (each decoder and MTP block: what
+    FSDP2 shards); ``auto`` is whole on one device and blocks when distributed."""
+    if scope not in COMPILE_SCOPES:
+        raise ValueError(f"key 'compile_scope': {scope!r} is not one of {', '.join(COMPILE_SCOPES)}")
+    if scope == "auto":
+        return "blocks" if distributed else "whole"
+    return scope
+
+
+def apply_whole_compile(model: MiMoForCausalLM) -> None:
+    """Compile the model's forward in place. Evaluation forwards (no grad, other lengths) are further variants of
+    the same graph, so dynamo's recompile limit is raised as for blocks."""
+    from openmimo.runtime import allow_recompiles
+
+    allow_recompiles(64)
+    model.compile()
+
+
 def apply_fsdp(model: MiMoForCausalLM, rt) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -64,23 +87,26 @@ def apply_fsdp(model: MiMoForCausalLM, rt) -> None:
 
 
 def build_parallel_model(cfg, rt, seed: int = 0, compile: bool = False,
-                         activation_checkpointing: bool = False) -> MiMoForCausalLM:
+                         activation_checkpointing: bool = False, scope: str = "auto") -> MiMoForCausalLM:
     # Every rank initialises the full model on its own device from the same seed (the same RNG
     # stream as a one-device run), then shards it.
     model = build_model(cfg, device=rt.device, dtype=torch.float32, seed=seed)
-    return parallelize(model, rt, compile=compile, activation_checkpointing=activation_checkpointing)
+    return parallelize(model, rt, compile=compile, activation_checkpointing=activation_checkpointing, scope=scope)
 
 
 def parallelize(model: MiMoForCausalLM, rt, compile: bool = False,
-                activation_checkpointing: bool = False) -> MiMoForCausalLM:
-    """Activation checkpointing, compile, FSDP2 (when distributed), in that order, on a built model
-    (the same full weights on every rank, e.g. a loaded checkpoint)."""
+                activation_checkpointing: bool = False, scope: str = "auto") -> MiMoForCausalLM:
+    """Activation checkpointing, compile (``scope``: see :func:`compile_scope`), FSDP2 (when distributed), in that
+    order, on a built model (the same full weights on every rank, e.g. a loaded checkpoint)."""
+    scope = compile_scope(scope, rt.distributed)
     if activation_checkpointing:
         apply_activation_checkpointing(model)
-    if compile:
+    if compile and scope == "blocks":
         apply_compile(model)
     if rt.distributed:
         apply_fsdp(model, rt)
+    if compile and scope == "whole":
+        apply_whole_compile(model)
     return model
 
 

@@ -90,7 +90,8 @@ class TrainConfig(RunConfig):
     """The shared run section (:class:`openmimo.train.run.RunConfig`) plus the model-training knobs."""
 
     out_dir: str = "runs/pretrain"  # run folder: metrics.jsonl, config.yaml, checkpoints/, final/
-    compile: bool = False  # torch.compile the decoder blocks
+    compile: bool = False  # torch.compile the model (see compile_scope)
+    compile_scope: str = "auto"  # whole (the forward, losses included) | blocks (each block) | auto: whole on one device
     activation_checkpointing: bool = False  # recompute block activations in backward
     attention_backend: str = "auto"  # CUDA SDPA kernel of unpacked rows: auto | flash | cudnn | efficient
     fused_loss: bool = False  # each head's loss in row chunks (model/fused_ce.py): no whole (tokens, vocab) logits
@@ -101,6 +102,10 @@ class TrainConfig(RunConfig):
         super().check()
         from openmimo.model.mimo import ATTENTION_BACKENDS
 
+        from openmimo.model.parallel import COMPILE_SCOPES
+
+        if self.compile_scope not in COMPILE_SCOPES:
+            raise ValueError(f"key 'compile_scope': {self.compile_scope!r} is not one of {', '.join(COMPILE_SCOPES)}")
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"key 'attention_backend': {self.attention_backend!r} is not one of "
                              f"{', '.join(ATTENTION_BACKENDS)}")

@@ -140,7 +140,7 @@ def main(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> 
         dump(cfg, run_dir / "config.yaml")
     set_attention_backend(cfg.train.attention_backend)
     model = build_parallel_model(cfg.model, rt, seed=cfg.train.seed, compile=cfg.train.compile,
-                                 activation_checkpointing=cfg.train.activation_checkpointing)
+                                 activation_checkpointing=cfg.train.activation_checkpointing, scope=cfg.train.compile_scope)
     model.fused_loss = cfg.train.fused_loss
     o = cfg.optim
     optimizer = build_optimizer(model, o.lr, o.betas, o.eps, o.weight_decay, rt.device)

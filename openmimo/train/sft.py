@@ -254,7 +254,8 @@ def main(cfg: SFTConfig, resume: bool = False, overwrite: bool = False) -> dict:
     if model_cfg.num_nextn_predict_layers == 0 or cfg.mtp_weight == 0:
         model.model.mtp_layers.requires_grad_(False)
     model.fused_loss = cfg.train.fused_loss
-    model = parallelize(model, rt, compile=cfg.train.compile, activation_checkpointing=cfg.train.activation_checkpointing)
+    model = parallelize(model, rt, compile=cfg.train.compile, activation_checkpointing=cfg.train.activation_checkpointing,
+                        scope=cfg.train.compile_scope)
     o = cfg.optim
     optimizer = build_optimizer(model, o.lr, o.betas, o.eps, o.weight_decay, rt.device)
     loader = PackedSFTLoader(samples, d.seq_len, seed=cfg.train.seed, pad_id=pad, epochs=d.epochs,
