@@ -261,3 +261,27 @@ def test_mtp_extend_resumes_bitwise(tmp_path):
     res = main(cfg_for(tmp_path / "split"), resume=True)
     assert res["steps"] == 4
     assert torch.equal(_weights(tmp_path / "split" / "final"), _weights(tmp_path / "full" / "final"))
+
+
+def test_world_traces_are_rewritten_for_another_world_and_reused_for_the_same(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from openmimo.data.world import make_world
+    from openmimo.train.sft import SFTDataConfig, prepare_world_traces
+
+    rt = SimpleNamespace(is_main=True, distributed=False)
+    for seed in (0, 1):
+        make_world(tmp_path / f"world{seed}", seed=seed, scale=0.05)
+    run = tmp_path / "run"
+    d0 = SFTDataConfig(world_dir=str(tmp_path / "world0"), world_traces=20, world_trace_levels=[1])
+    path = prepare_world_traces(d0, run, rt)
+    first = path.read_text()
+    stamp = path.stat().st_mtime_ns
+    assert prepare_world_traces(d0, run, rt) == path and path.stat().st_mtime_ns == stamp  # same spec: reused
+    d1 = SFTDataConfig(world_dir=str(tmp_path / "world1"), world_traces=20, world_trace_levels=[1])
+    prepare_world_traces(d1, run, rt)
+    assert "holds traces of another world or setting: rewriting it" in capsys.readouterr().out
+    assert path.read_text() != first
+    problems = {json.loads(x)["messages"][0]["content"] for x in path.read_text().splitlines()}
+    train1 = {json.loads(x)["problem"] for x in (tmp_path / "world1" / "math" / "train.jsonl").read_text().splitlines()}
+    assert all(p.split("\n")[0] in train1 for p in problems)  # the traces are world 1's training problems

@@ -2,13 +2,17 @@
 
 With ``data.world`` and no ``data.sources``, rank 0 writes the tiny world, trains the byte-level
 BPE tokenizer on its training text and tokenises each source into shards, all under
-``OUT_DIR/data`` (reused on resume: a ``READY`` marker is written last; :class:`WorldRunData` names its folders).  Otherwise ``data.sources``
+``OUT_DIR/data`` (reused while the config would make the same data: a ``READY`` marker holding the data's spec is
+written last, and a folder prepared under another spec, e.g. another seed, is rebuilt; :class:`WorldRunData` names
+its folders).  Otherwise ``data.sources``
 names token-shard folders and ``data.tokenizer`` a tokenizer folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +39,7 @@ class WorldRunData:
         tokenizer/          the byte-level BPE trained on the world's training text
         shards/<source>/    token shards of each of WORLD_SOURCES
         tagger/, pipeline/  with data.world_pipeline: the quality tagger and the `openmimo data` run
-        READY               written last: the folder is complete
+        READY               written last: the folder is complete; holds :func:`data_spec` of the config
 
     Later stages find the world through the checkpoint they start from (:meth:`of_checkpoint`): mtp-extend reads
     the shards and held-out texts, the quickstart's RL the math and code splits."""
@@ -76,6 +80,24 @@ class WorldRunData:
         return self.world / kind / f"{split}.jsonl"
 
 
+def data_spec(cfg) -> str:
+    """What the embedded world's prepared data depends on (JSON): the world's seed, size and arithmetic share, the
+    tokenizer's vocabulary and the pipeline switch."""
+    d = cfg.data
+    return json.dumps({"world_seed": cfg.train.seed, "world_scale": d.world_scale, "world_arithmetic": d.world_arithmetic,
+                       "tokenizer_vocab": d.tokenizer_vocab, "world_pipeline": d.world_pipeline}, sort_keys=True) + "\n"
+
+
+def _spec_difference(held: str, spec: str) -> str:
+    try:
+        old = json.loads(held)
+    except ValueError:
+        return "no spec recorded"
+    new = json.loads(spec)
+    key = next((k for k in sorted(new) if old.get(k) != new[k]), None)
+    return f"{key}: {old.get(key)!r}, now {new[key]!r}" if key else "same spec"
+
+
 def prepare_world(cfg, data_dir: Path) -> None:
 
     d = WorldRunData(Path(data_dir))
@@ -87,7 +109,7 @@ def prepare_world(cfg, data_dir: Path) -> None:
     tok.save(d.tokenizer)
     for src in WORLD_SOURCES:
         tokenize_to_shards([d.text(src, "train")], tok, d.shards(src))
-    d.ready.write_text("ok\n")
+    d.ready.write_text(data_spec(cfg))
 
 
 def _prepare_world_pipeline(cfg, data_dir: Path) -> None:
@@ -114,7 +136,7 @@ def _prepare_world_pipeline(cfg, data_dir: Path) -> None:
     for src in WORLD_SOURCES:
         os.replace(pipeline_dir / "shards" / src, d.shards(src))
     os.replace(pipeline_dir / "tokenizer", d.tokenizer)
-    d.ready.write_text("ok\n")
+    d.ready.write_text(data_spec(cfg))
 
 
 def prepare_data(cfg, run_dir: Path, rt):
@@ -130,8 +152,15 @@ def prepare_data(cfg, run_dir: Path, rt):
         tok = load_tokenizer(cfg.data.tokenizer)
         return tok, dict(cfg.data.sources), eval_data
     d = WorldRunData.of_run(run_dir)
-    if rt.is_main and not d.ready.is_file():
-        (_prepare_world_pipeline if cfg.data.world_pipeline else prepare_world)(cfg, d.root)
+    if rt.is_main:
+        spec = data_spec(cfg)
+        held = d.ready.read_text() if d.ready.is_file() else None
+        if held is not None and held != spec:
+            print(f"[data] {d.root} was prepared for another config ({_spec_difference(held, spec)}): rebuilding it",
+                  flush=True)
+            shutil.rmtree(d.root)
+        if held != spec:
+            (_prepare_world_pipeline if cfg.data.world_pipeline else prepare_world)(cfg, d.root)
     if rt.distributed:
         dist.barrier()
     tok = load_tokenizer(d.tokenizer)

@@ -15,6 +15,7 @@ which ``openmimo rl`` and ``openmimo eval`` take directly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -117,18 +118,31 @@ def build_decontaminator(d: SFTDataConfig):
     return Decontaminator(items, ngram=d.ngram) if items else None
 
 
+def traces_spec(d: SFTDataConfig) -> dict:
+    """What the world traces depend on: the world (its folder and manifest), how many, which levels, which style."""
+    manifest = Path(d.world_dir) / "manifest.json"
+    world = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16] if manifest.is_file() else None
+    return {"world_dir": str(Path(d.world_dir).resolve()), "world_manifest": world, "n": d.world_traces,
+            "levels": list(d.world_trace_levels), "style": d.world_trace_style}
+
+
 def prepare_world_traces(d: SFTDataConfig, run_dir: Path, rt) -> Path:
-    """Write (once; reused on resume) the verified world traces to ``run_dir/data/world_traces.jsonl``."""
-
-
+    """Write the verified world traces to ``run_dir/data/world_traces.jsonl`` (reused while ``world_traces.spec.json``
+    matches the config's :func:`traces_spec`: on resume, and by a fresh run of the same data; rewritten otherwise)."""
     path = run_dir / "data" / "world_traces.jsonl"
-    if rt.is_main and not path.is_file():
+    spec_path = path.with_name("world_traces.spec.json")
+    spec = traces_spec(d)
+    held = json.loads(spec_path.read_text()) if spec_path.is_file() and path.is_file() else None
+    if rt.is_main and held != spec:
+        if held is not None:
+            print(f"[sft] {path} holds traces of another world or setting: rewriting it", flush=True)
         recs, counts = world_traces(d.world_dir, d.world_traces, d.world_trace_levels, seed=0,
                                     style=d.world_trace_style)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in recs))
         os.replace(tmp, path)
+        spec_path.write_text(json.dumps(spec, indent=1) + "\n")
         print(f"[sft] world traces: {counts['verified']} of {counts['problems']} verified by the math reward "
               f"(rejected: {counts['rejected'] or 'none'}) -> {path}", flush=True)
     if rt.distributed:
