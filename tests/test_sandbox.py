@@ -86,11 +86,11 @@ def test_assert_tests_and_syntax_error(judge):
 
 
 def test_limits_verdicts(judge):
-    # precise CPU limit (ITIMER_PROF). The wall-clock backstop is set far out so that on a loaded machine (CI runs
+    # precise CPU limit (ITIMER_PROF); the rusage reading can land a scheduler tick under the limit. The wall-clock backstop is set far out so that on a loaded machine (CI runs
     # the whole suite on 2 cores) the busy loop still reaches its CPU limit before the backstop fires.
     cpu_only = Limits(time_s=1.0, memory_mb=256, wall_factor=30.0, wall_extra_s=5.0)
     v = judge.run("while True: pass", [{"input": "", "output": ""}], limits=cpu_only)
-    assert v[0].status == "time_limit" and v[0].detail == "cpu time" and 1.0 <= v[0].time < 1.5, v[0]
+    assert v[0].status == "time_limit" and v[0].detail == "cpu time" and 0.9 <= v[0].time < 1.5, v[0]
     # a program that burns no CPU is caught by the backstop instead, and says so
     v = judge.run("import time\ntime.sleep(100)", [{"input": "", "output": ""}])
     assert v[0].status == "time_limit" and v[0].detail == "wall-clock backstop" and v[0].time < 1.0, v[0]
