@@ -121,7 +121,7 @@ class Tagger(nn.Module):
             edu = y["edu"].clamp(0, EDU_MAX)
             junk = y["junk"].sigmoid()
             out += [{"domain": DOMAINS[c], "domain_p": round(float(q), 4), "edu": round(float(e), 3),
-                     "junk": round(float(j), 4)} for c, q, e, j in zip(cls.tolist(), conf, edu, junk)]
+                     "junk": round(float(j), 4)} for c, q, e, j in zip(cls.tolist(), conf.tolist(), edu.tolist(), junk.tolist())]
         return out
 
     def save(self, path: str | os.PathLike) -> None:
