@@ -13,9 +13,12 @@ items grouped by task (``{"math_500": [problem, solution, ...], ...}``):
 
 Words are normalised by :mod:`openmimo.data.texthash` (``mode="alnum"``: lower-cased, ASCII punctuation
 dropped, digits kept, so "2 + 3 = 5" and "2 + 3 = 6" are different text; ``"whitespace"`` keeps
-punctuation, as the embedded world's splits are defined).  n-grams are 64-bit hashes, looked up in a
-sorted array behind a 2**24-slot membership prefilter (vectorised over a batch of texts).  :func:`contaminated_oracle` is the
-plain-Python definition on word tuples that the tests compare against.
+punctuation, as the embedded world's splits are defined).  n-grams are 64-bit keys (the n-gram hash before
+its mixer, :func:`openmimo.data.texthash.window_keys`: one subtraction and one product per window from a
+prefix sum of the word hashes), vectorised over a batch of texts: every window of the batch, across documents
+too, is tested against a bitmap prefilter (about 64 bits per key); the few that pass and lie inside one
+document are looked up exactly in a sorted array.  :func:`contaminated_oracle` is the plain-Python definition
+on word tuples that the tests compare against.
 
 :func:`eval_items` gathers the evaluation items: every task of :mod:`openmimo.eval.tasks` whose file is under
 the benchmarks folder (``../shared/benchmarks``; none when it is absent) and the embedded world's held-out splits.
@@ -28,16 +31,36 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from openmimo.data.texthash import combine, normalize_words, span_hashes, word_hashes
+from openmimo.data.texthash import normalize_words, span_keys, window_keys, word_hashes, word_prefix
 from openmimo.jsonl import read_jsonl
 
-_FILTER_BITS = 24  # membership prefilter: one byte per slot of the top 24 hash bits (16 MB)
+_TEXT_CHUNK = 1 << 17  # characters hashed at once: the arrays stay in cache, NumPy's per-call overhead stays small
 
 
-def _prefilter(hashes: np.ndarray) -> np.ndarray:
-    f = np.zeros(1 << _FILTER_BITS, dtype=bool)
-    f[hashes >> np.uint64(64 - _FILTER_BITS)] = True
-    return f
+class _Prefilter:
+    """A bitmap over keys: the top bits of a key pick a byte, its low 3 bits the bit in it.  Sized at
+    about 64 bits per key (false positive rate ~1.5%), from 2**10 to 2**25 bits (4 MB): a random read per
+    window of text, so it is kept small enough for the cache and the TLB."""
+
+    def __init__(self, keys: np.ndarray):
+        bits = min(25, max(10, (64 * max(1, keys.size) - 1).bit_length()))
+        self.shift = np.uint64(64 - bits + 3)
+        slots = np.zeros((1 << (bits - 3), 8), dtype=bool)
+        slots[(keys >> self.shift).astype(np.int64), (keys & np.uint64(7)).astype(np.int64)] = True
+        self.bytes = np.packbits(slots, axis=1, bitorder="little").ravel()
+
+    def candidates(self, keys: np.ndarray) -> np.ndarray:
+        """Positions in ``keys`` that may be in the set (all of those that are)."""
+        b = self.bytes.take((keys >> self.shift).view(np.int64))  # < 2**22: the same bits as int64
+        b >>= (keys & np.uint64(7)).astype(np.uint8)
+        b &= 1
+        return np.flatnonzero(b)
+
+
+def _inside(offsets: np.ndarray, i: np.ndarray, n: int) -> np.ndarray:
+    """Which windows ``words[i:i + n]`` lie inside one document (``offsets`` as word_hashes gives them)."""
+    doc = np.searchsorted(offsets, i, side="right") - 1
+    return i + n <= offsets[doc + 1]
 
 
 class Decontaminator:
@@ -51,36 +74,38 @@ class Decontaminator:
         self.tasks = sorted(items)
         self.items_per_task = {t: 0 for t in self.tasks}
         self.skipped_short = 0
-        grams, gram_task = [], []  # n-grams of long items
-        short = []  # (prefix hash, length, whole-item hash, task) of short items
+        grams, gram_task = [], []  # n-gram keys of long items
+        short = []  # (prefix key, length, whole-item key, task) of short items
         for ti, task in enumerate(self.tasks):
             texts = [t for t in items[task] if isinstance(t, str) and t.strip()]
             self.items_per_task[task] = len(texts)
             if not texts:
                 continue
             w, off = word_hashes(texts, mode)
-            h, _ = combine(w, off, ngram)  # short items give no n-grams here
-            grams.append(h)
-            gram_task.append(np.full(h.size, ti, dtype=np.int32))
+            prefix = word_prefix(w)
+            k = window_keys(prefix, ngram)
+            k = k[_inside(off, np.arange(k.size), ngram)]  # short items give no n-grams here
+            grams.append(k)
+            gram_task.append(np.full(k.size, ti, dtype=np.int32))
             counts = np.diff(off)
             for i in np.flatnonzero((counts < ngram) & (counts > 0)):
-                k = int(counts[i])
-                if min_exact_words is None or k < min_exact_words:
+                n = int(counts[i])
+                if min_exact_words is None or n < min_exact_words:
                     self.skipped_short += 1
                     continue
-                s0 = np.array([off[i]])
-                short.append((int(span_hashes(w, s0, s0 + min_exact_words)[0]), k,
-                              int(span_hashes(w, s0, s0 + k)[0]), ti))
-        h = np.concatenate(grams) if grams else np.zeros(0, np.uint64)
+                s0 = off[i:i + 1]
+                short.append((int(span_keys(prefix, s0, s0 + min_exact_words)[0]), n,
+                              int(span_keys(prefix, s0, s0 + n)[0]), ti))
+        k = np.concatenate(grams) if grams else np.zeros(0, np.uint64)
         t = np.concatenate(gram_task) if gram_task else np.zeros(0, np.int32)
-        order = np.lexsort((t, h))
-        self.grams, self.gram_task = h[order], t[order]
+        order = np.lexsort((t, k))
+        self.grams, self.gram_task = k[order], t[order]
         short.sort()
         self.short_prefix = np.array([x[0] for x in short], dtype=np.uint64)
         self.short_len = np.array([x[1] for x in short], dtype=np.int64)
-        self.short_hash = np.array([x[2] for x in short], dtype=np.uint64)
+        self.short_key = np.array([x[2] for x in short], dtype=np.uint64)
         self.short_task = np.array([x[3] for x in short], dtype=np.int32)
-        self._filters = (_prefilter(self.grams), _prefilter(self.short_prefix))
+        self._filters = (_Prefilter(self.grams), _Prefilter(self.short_prefix))
         self.dropped: dict[str, int] = {}  # corpus -> texts refused by clean()
 
     @property
@@ -88,37 +113,53 @@ class Decontaminator:
         return int(self.grams.size + self.short_prefix.size)
 
     @staticmethod
-    def _lookup(table: np.ndarray, filt: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Positions in ``g`` found in sorted ``table``, and the first table index of each."""
-        cand = np.flatnonzero(filt[g >> np.uint64(64 - _FILTER_BITS)])
+    def _lookup(table: np.ndarray, filt: _Prefilter, keys: np.ndarray, offsets: np.ndarray,
+                n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Windows (start positions in ``keys``) inside one document whose key is in sorted ``table``, and
+        the first table index of each."""
+        cand = filt.candidates(keys)
+        cand = cand[_inside(offsets, cand, n)]
         if cand.size == 0 or table.size == 0:
             return cand[:0], cand[:0]
-        pos = np.minimum(np.searchsorted(table, g[cand]), table.size - 1)
-        ok = table[pos] == g[cand]
+        k = keys[cand]
+        pos = np.minimum(np.searchsorted(table, k), table.size - 1)
+        ok = table[pos] == k
         return cand[ok], pos[ok]
 
     def hits(self, texts: Sequence[str]) -> list[tuple[str, ...]]:
         """For each text, the evaluation tasks it overlaps (empty tuple: clean)."""
-        out: list[set] = [set() for _ in texts]
         if not texts or self.num_grams == 0:
             return [()] * len(texts)
+        out, chunk, size = [], [], 0
+        for t in texts:
+            chunk.append(t)
+            size += len(t)
+            if size >= _TEXT_CHUNK:
+                out += self._hits(chunk)
+                chunk, size = [], 0
+        return out + self._hits(chunk) if chunk else out
+
+    def _hits(self, texts: Sequence[str]) -> list[tuple[str, ...]]:
+        out: list[set] = [set() for _ in texts]
         w, off = word_hashes(texts, self.mode)
-        g, goff = combine(w, off, self.ngram)
-        for i, p in zip(*self._lookup(self.grams, self._filters[0], g)):
-            d = int(np.searchsorted(goff, i, side="right")) - 1
-            key = self.grams[p]
-            while p < self.grams.size and self.grams[p] == key:
-                out[d].add(self.tasks[self.gram_task[p]])
-                p += 1
+        prefix = word_prefix(w)
+        if self.grams.size:
+            found = self._lookup(self.grams, self._filters[0], window_keys(prefix, self.ngram), off, self.ngram)
+            for i, p in zip(*found):
+                d = int(np.searchsorted(off, i, side="right")) - 1
+                key = self.grams[p]
+                while p < self.grams.size and self.grams[p] == key:
+                    out[d].add(self.tasks[self.gram_task[p]])
+                    p += 1
         if self.short_prefix.size:
-            g, goff = combine(w, off, self.min_exact_words)
-            for i, p in zip(*self._lookup(self.short_prefix, self._filters[1], g)):
-                d = int(np.searchsorted(goff, i, side="right")) - 1
-                start = int(off[d] + (i - goff[d]))  # word position of the n-gram in the batch
+            n = self.min_exact_words
+            found = self._lookup(self.short_prefix, self._filters[1], window_keys(prefix, n), off, n)
+            for i, p in zip(*found):
+                d = int(np.searchsorted(off, i, side="right")) - 1
                 key = self.short_prefix[p]
                 while p < self.short_prefix.size and self.short_prefix[p] == key:
-                    end = start + int(self.short_len[p])
-                    if end <= off[d + 1] and span_hashes(w, np.array([start]), np.array([end]))[0] == self.short_hash[p]:
+                    end = i + int(self.short_len[p])
+                    if end <= off[d + 1] and span_keys(prefix, i, end) == self.short_key[p]:
                         out[d].add(self.tasks[self.short_task[p]])
                     p += 1
         return [tuple(sorted(x)) for x in out]

@@ -3,7 +3,7 @@
 Dedup (MinHash shingles) and decontamination (16-gram overlap) both need the 64-bit hashes of every
 word n-gram of every document.  :func:`ngram_hashes` computes them for a batch of texts:
 
-1. each text is lower-cased (``str.lower``) and UTF-8 encoded; the batch is one byte array;
+1. each text is lower-cased (``str.lower``) and UTF-8 encoded; the batch is one byte string;
 2. a byte table maps ASCII whitespace (mode ``"whitespace"``) or ASCII whitespace and punctuation other than
    the math operators ``+-*/=^<>%`` (mode ``"alnum"``, where each operator is a word of its own) to a space;
    digits and non-ASCII bytes are kept, so "x = 12" and "x = 13" differ, and so do "36" and "-36";
@@ -11,6 +11,12 @@ word n-gram of every document.  :func:`ngram_hashes` computes them for a batch o
    taken from a prefix sum (``hash(s, e) = (P[e] - P[s]) * p**-s``, p odd so it is invertible mod 2**64)
    and finished by the splitmix64 mixer;
 4. n-gram hashes combine n consecutive word hashes the same way, never across documents.
+
+The fast path reads the byte table as a class per byte (blank, word byte, operator: ``bytes.translate``)
+and hashes the lower-cased bytes themselves: ``str.lower`` never returns A-Z (a test checks every code
+point), so inside a word the table's lower-casing is the identity.  For lookups of many n-grams (decontamination)
+:func:`word_prefix` and :func:`window_keys` give each window's polynomial part (a "key") without the length term
+and the mixer; for a fixed n, equal keys are equal n-gram hashes (``hash = mix64(key + n)``, a bijection).
 
 :func:`ngrams_oracle` is the obviously-correct Python version (``str.split`` on the same normalised
 text, ``hash_words`` on each n-gram); the tests hold the two equal.  Unicode whitespace other than
@@ -29,8 +35,6 @@ _P = np.uint64(0x100000001B3)  # byte-level polynomial base (odd)
 _Q = np.uint64(0x9E3779B97F4A7C15)  # word-level polynomial base (odd)
 _MASK = (1 << 64) - 1
 OPERATORS = b"+-*/=^<>%"  # mode "alnum": math operators are words of their own (so "-36" is not "36")
-_OPS = np.zeros(256, dtype=bool)
-_OPS[list(OPERATORS)] = True
 _OP_SPLIT = re.compile(rb"[" + re.escape(OPERATORS) + rb"]|[^" + re.escape(OPERATORS) + rb"]+")
 
 
@@ -47,19 +51,39 @@ def _table(mode: str) -> np.ndarray:
 
 
 _TABLES = {m: _table(m) for m in MODES}
+_BLANK, _WORD, _OP = 0, 1, 2
+
+
+def _classes(mode: str) -> bytes:
+    """``bytes.translate`` table: each byte's class under :func:`_table` (blank, word byte, operator)."""
+    c = np.where(_TABLES[mode] == 32, _BLANK, _WORD).astype(np.uint8)
+    if mode == "alnum":
+        c[list(OPERATORS)] = _OP
+    return c.tobytes()
+
+
+_CLASSES = {m: _classes(m) for m in MODES}
 
 
 def _inverse(a: int) -> int:
     return pow(a, -1, 1 << 64)
 
 
+def _mix64_inplace(x: np.ndarray) -> np.ndarray:
+    t = x >> np.uint64(30)
+    x ^= t
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    np.right_shift(x, np.uint64(27), out=t)
+    x ^= t
+    x *= np.uint64(0x94D049BB133111EB)
+    np.right_shift(x, np.uint64(31), out=t)
+    x ^= t
+    return x
+
+
 def mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser, element-wise on uint64 (wrapping arithmetic)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    return _mix64_inplace(np.array(x, dtype=np.uint64))
 
 
 def _powers(base: np.uint64, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,25 +120,39 @@ def _segment_hashes(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, pw
 def word_hashes(texts: Sequence[str], mode: str = "alnum") -> tuple[np.ndarray, np.ndarray]:
     """``(hashes, offsets)``: uint64 hashes of all words of all ``texts`` in order, and int64 ``offsets``
     (len(texts) + 1) so that document i's words are ``hashes[offsets[i]:offsets[i+1]]``."""
-    table = _TABLES[mode]
+    classes = _CLASSES[mode]
     enc = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
     lens = np.fromiter((len(e) + 1 for e in enc), dtype=np.int64, count=len(enc))
-    buf = table[np.frombuffer(b" ".join(enc) + b" ", dtype=np.uint8)]
-    is_word = buf != 32
-    if mode == "alnum":  # every operator byte is a word by itself: a boundary before and after it
-        op = _OPS[buf]
-        before = np.concatenate(([False], is_word[:-1])) & ~op & ~np.concatenate(([False], op[:-1]))
-        after = np.concatenate((is_word[1:], [False])) & ~op & ~np.concatenate((op[1:], [False]))
-        starts = np.flatnonzero(is_word & ~before)
-        ends = np.flatnonzero(is_word & ~after) + 1
-    else:
-        edges = np.diff(np.concatenate(([False], is_word, [False])).view(np.int8))
-        starts = np.flatnonzero(edges == 1)
-        ends = np.flatnonzero(edges == -1)
+    raw = b" ".join(enc) + b" "  # ends in a blank, so the last word ends inside the batch
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    cls = np.frombuffer(b"\0" + raw.translate(classes), dtype=np.uint8)  # cls[i + 1]: the class of byte i
+    word = cls == _WORD
+    other = ~word
+    # byte i starts a word when it is a word byte after a non-word byte, or an operator (a word by itself);
+    # index j of the end mask is byte j - 1: it ends a word before byte j
+    start = word[1:] & other[:-1]
+    end = word[:-1] & other[1:]
+    if mode == "alnum":
+        op = cls == _OP
+        start |= op[1:]
+        end |= op[:-1]
+    starts, ends = np.flatnonzero(start), np.flatnonzero(end)
     pw, inv, _, _ = _pows(buf.size)
-    hashes = _segment_hashes(buf, starts, ends, pw, inv)
+    with np.errstate(over="ignore"):
+        prefix = np.empty(buf.size + 1, dtype=np.uint64)
+        prefix[0] = 0
+        prefix[1:] = buf  # widen first: a uint8 * uint64 product would cast through a buffer
+        prefix[1:] *= pw[:buf.size]
+        np.cumsum(prefix[1:], out=prefix[1:])
+        hashes = prefix.take(ends)
+        hashes -= prefix.take(starts)
+        hashes *= inv.take(starts)
+        hashes += (ends - starts).view(np.uint64)
+    _mix64_inplace(hashes)
     doc_ends = np.cumsum(lens)  # byte offset just past each document's separator
-    offsets = np.concatenate(([0], np.searchsorted(starts, doc_ends, side="left"))).astype(np.int64)
+    offsets = np.empty(len(enc) + 1, dtype=np.int64)
+    offsets[0] = 0
+    offsets[1:] = np.searchsorted(starts, doc_ends, side="left")
     return hashes, offsets
 
 
@@ -145,6 +183,37 @@ def span_hashes(words: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
     """The n-gram hash (as :func:`combine` computes it) of ``words[s:e]`` for each (s, e)."""
     _, _, qw, qinv = _pows(words.size)
     return _segment_hashes(words, starts, ends, qw, qinv)
+
+
+def word_prefix(words: np.ndarray) -> np.ndarray:
+    """Prefix sums (``len(words) + 1``) of the word-level polynomial, for :func:`window_keys` and :func:`span_keys`."""
+    _, _, qw, _ = _pows(words.size)
+    prefix = np.empty(words.size + 1, dtype=np.uint64)
+    prefix[0] = 0
+    with np.errstate(over="ignore"):
+        np.multiply(words, qw[:words.size], out=prefix[1:])
+        np.cumsum(prefix[1:], out=prefix[1:])
+    return prefix
+
+
+def window_keys(prefix: np.ndarray, n: int) -> np.ndarray:
+    """Key of every window ``words[i:i + n]``, i in [0, len(words) - n], across documents too: the n-gram
+    hash before its length term and mixer (:func:`combine`'s hash of the window is ``mix64(key + n)``)."""
+    m = prefix.size - n
+    if m <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    _, _, _, qinv = _pows(prefix.size)
+    with np.errstate(over="ignore"):
+        keys = np.subtract(prefix[n:], prefix[:m])
+        keys *= qinv[:m]
+    return keys
+
+
+def span_keys(prefix: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Key (as :func:`window_keys`) of ``words[s:e]`` for each (s, e)."""
+    _, _, _, qinv = _pows(prefix.size)
+    with np.errstate(over="ignore"):
+        return (prefix[ends] - prefix[starts]) * qinv[starts]
 
 
 def ngram_hashes(texts: Sequence[str], n: int, mode: str = "alnum", short: str = "drop"):
