@@ -82,7 +82,7 @@ def _replace(tree: HTMLTree, node, token: str) -> None:
 
 MATH_IMAGES = ('img[src*="latex" i], img[src*="codecogs" i], img[src*="mathtex" i], img[src*="mimetex" i], '
                'img[src*="cht=tx"], img[class*="tex" i], img[class*="math" i], img[alt^="$"]')
-STRUCTURE = "pre, code, table, h1, h2, h3, h4, h5, h6"
+STRUCTURE = "pre, code, table, h1, h2, h3, h4, h5, h6, article"
 GUTTER = ".gutter, .linenos, .lineno, .line-numbers"
 
 
@@ -121,7 +121,7 @@ def _prepare(tree: HTMLTree, body, page: Page, found: set[str], lower: bytes, as
     boilerplate removed; headings marked.  Code goes first (math markup inside code is code), tables last (their
     cells then hold formula placeholders)."""
     nodes = body.query_selector_all(_selector(found, lower))[:]  # a slice: one evaluation (indexing re-runs the query)
-    buckets: dict[str, list] = {k: [] for k in ("rendered", "pre", "code", "math", "table", "heading", "boiler")}
+    buckets: dict[str, list] = {k: [] for k in ("rendered", "pre", "code", "math", "table", "heading", "boiler", "article")}
     for node in nodes:
         tag = node.tag
         classes = (node.class_name or "").split()
@@ -133,6 +133,8 @@ def _prepare(tree: HTMLTree, body, page: Page, found: set[str], lower: bytes, as
             buckets["math"].append(node)
         elif tag == "table":
             buckets["table"].append(node)
+        elif tag == "article":
+            buckets["article"].append(node)
         elif len(tag) == 2 and tag[0] == "h" and tag[1].isdigit():
             buckets["heading"].append(node)
         elif node.matches(CONSENT):  # not only a case-insensitive near miss of a rendered-math class
@@ -156,12 +158,25 @@ def _prepare(tree: HTMLTree, body, page: Page, found: set[str], lower: bytes, as
             md = table_markdown(node, page.holds_block)
             if md is not None:
                 _replace(tree, node, page.add("table", md))
+    if len(buckets["article"]) > 1:
+        for node in buckets["article"]:
+            _unwrap(tree, node)
     for node in buckets["heading"]:
         node.prepend(tree.create_text_node("#" * int(node.tag[1]) + " "))
     for node in buckets["boiler"]:
         if node.tag not in KEEP_TAGS and _attached(body, node) and node.query_selector("article, main") is None \
                 and len(node.text) <= CONSENT_MAX_CHARS:
             _detach(node)
+
+
+def _unwrap(tree: HTMLTree, node) -> None:
+    """``node`` becomes a plain ``<div>`` with the same children."""
+    if node.parent is None:
+        return
+    div = tree.create_element("div")
+    for child in node.child_nodes[:]:
+        div.append_child(child)
+    node.parent.replace_child(div, node)
 
 
 def _attached(body, node) -> bool:
