@@ -1,4 +1,4 @@
-"""`openmimo rl CONFIG`: MiMo's modified GRPO driven by the Seamless Rollout Engine (colocated, one device).
+"""`openmimo rl CONFIG`: MiMo's modified GRPO driven by the Seamless Rollout Engine (colocated with the actor).
 
 One iteration: ``SeamlessRollout.collect()`` (generation engine + asynchronous rewards + dynamic
 sampling + easy pool + FIFO early termination) -> group-normalised advantages -> ``ppo_epochs`` passes
@@ -11,7 +11,10 @@ model (``Engine.update_weights``).  Periodic validation streams through the same
 Old log-probs are the engine's (temperature-1, unfiltered — the same numbers a training forward
 gives in float32); ``recompute_old_logprobs`` recomputes them with the training model instead
 (for bf16 engines, whose numbers drift from the trainer's).
-Simplified: one process, one device; no reference model (kl_coef > 0 keeps a frozen copy).
+No reference model unless kl_coef > 0 (which keeps a frozen copy).  Under torchrun each rank holds one FSDP2 shard
+of the actor and its own engine and prompts (:mod:`openmimo.rl.sharded`: ``rollout.batch_groups`` and
+``actor.ppo_mini_batch_size`` are global and split over the ranks, the update equals one rank's over the whole
+batch, the new weights are all-gathered into every engine, validation is split over the ranks).
 
 The pieces it drives live beside it: the configuration in :mod:`openmimo.rl.config`, the problems in
 :mod:`openmimo.rl.problems`, their scoring in :mod:`openmimo.rl.backends` (``make_score_fn``), the batches in
@@ -27,11 +30,14 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
-from openmimo.config import config_args, load_stage_config, to_dict
+from openmimo.config import ConfigError, config_args, load_stage_config, to_dict
 from openmimo.eval.passk import summarise_validation
 from openmimo.infer.engine import Engine, SamplingParams
 from openmimo.model.hf import load_model
+from openmimo.model.mimo import build_model
+from openmimo.model.parallel import parallelize
 from openmimo.rewards.math import require_math_verify
 from openmimo.rewards.pool import RewardPool
 from openmimo.rewards.ray_pool import RayRewardPool
@@ -43,6 +49,7 @@ from openmimo.rl.loss import RLObjective, summarise_step
 from openmimo.rl.problems import load_problems
 from openmimo.rl.rollout import SeamlessRollout, generate_and_score
 from openmimo.rl.sampler import ProblemSampler
+from openmimo.rl.sharded import equalize, gathered_state_dict, per_rank
 from openmimo.runtime import init_runtime, seed_everything
 from openmimo.tokenizer import load_tokenizer
 from openmimo.train.loop import Trainer, build_optimizer
@@ -70,6 +77,12 @@ class RLRun:
         self.ref = copy.deepcopy(self.model).eval() if cfg.actor.kl_coef > 0 else None
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.actor.ema_decay > 0 else None
         a = cfg.actor
+        self.model_config = self.model.config
+        rank, world = self.rt.rank, self.rt.world_size
+        self.mini_groups = per_rank(a.ppo_mini_batch_size, self.rt, "actor.ppo_mini_batch_size")
+        rollout_cfg = dataclasses.replace(cfg.rollout, batch_groups=per_rank(cfg.rollout.batch_groups, self.rt,
+                                                                               "rollout.batch_groups"))
+        parallelize(self.model, self.rt)  # FSDP2 under torchrun; nothing on one rank
         self.optimizer = build_optimizer(self.model, a.lr, (0.9, 0.999), 1e-8, a.weight_decay, dev)
         self.trainer = Trainer(self.model, self.optimizer, self.rt, a.grad_clip)
         d = cfg.data
@@ -86,20 +99,20 @@ class RLRun:
         if any(p["reward_kind"] == "math" for p in self.problems + self.val):
             require_math_verify()
         g = cfg.gen
-        self.engine = Engine(gen_model, max_slots=g.max_slots, max_len=g.max_len, seed=t.seed)
+        self.engine = Engine(gen_model, max_slots=g.max_slots, max_len=g.max_len, seed=t.seed + 7919 * rank)
         stop = tuple(x for x in (self.tok.eos_id,) if x is not None)
         self.params = SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
                                      stop_ids=stop)
-        self.backend = EngineBackend(self.engine, self.params, seed=t.seed)
+        self.backend = EngineBackend(self.engine, self.params, seed=t.seed + 7919 * rank)
         if t.reward_backend == "ray":
             self.pool = RayRewardPool(t.reward_workers, timeout=t.reward_timeout, address=t.ray_address or None)
         else:
             self.pool = RewardPool(t.reward_workers, timeout=t.reward_timeout)
         self.rewards = PoolRewards(make_score_fn(d.kind, self.tok, self.pool, t.reward_timeout, t.code_reward,
                                                    d.prompt_style))
-        self.sampler = ProblemSampler(len(self.problems), seed=t.seed)
+        self.sampler = ProblemSampler(len(self.problems), seed=t.seed + 104729 * rank)  # a prompt stream per rank
         self.sampler.pool.extend(range(n_main, len(self.problems)))  # the curated easy pool
-        self.rollout = SeamlessRollout(self.backend, self.rewards, self.sampler, self.problems, cfg.rollout)
+        self.rollout = SeamlessRollout(self.backend, self.rewards, self.sampler, self.problems, rollout_cfg)
         self.metrics = self.run.metrics
         state = self.run.begin(self.model, self.optimizer)
         if state is not None:
@@ -124,16 +137,33 @@ class RLRun:
 
     # -- the stage interface of openmimo.train.run.Run ------------------------------------------------
     def state_dict(self) -> dict:
-        return {"sampler": self.sampler.state_dict(), "rollout": self.rollout.state_dict(),
-                "backend_seed": self.backend.seed, **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
+        mine = {"sampler": self.sampler.state_dict(), "rollout": self.rollout.state_dict(),
+                "backend_seed": self.backend.seed}
+        ema = {"ema": self.ema.state_dict()} if self.ema is not None else {}
+        if not self.rt.distributed:
+            return {**mine, **ema}
+        ranks = [None] * self.rt.world_size  # rank 0 writes the checkpoint: it holds every rank's streams
+        dist.all_gather_object(ranks, mine)
+        return {"ranks": ranks, **ema}
 
     def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state_dict(state["sampler"])
-        self.rollout.load_state_dict(state["rollout"])
-        self.backend.seed = state["backend_seed"]
+        if "ranks" in state or self.rt.distributed:
+            if len(state.get("ranks", ())) != self.rt.world_size:
+                raise ConfigError(f"{self.run_dir}: the checkpoint was written by {len(state.get('ranks', [0]))} "
+                                  f"rank(s); resume it with as many (this run has {self.rt.world_size})")
+            mine = state["ranks"][self.rt.rank]
+        else:
+            mine = state
+        self.sampler.load_state_dict(mine["sampler"])
+        self.rollout.load_state_dict(mine["rollout"])
+        self.backend.seed = mine["backend_seed"]
         if self.ema is not None:
-            self.ema.load_state_dict(state["ema"] if "ema" in state else self.model.state_dict())
-        self.engine.update_weights(self.model)
+            self.ema.load_state_dict(state["ema"] if "ema" in state else self.weights())
+        self.engine.update_weights(self.weights())
+
+    def weights(self):
+        """The actor's weights for the engine: the model itself on one rank, all-gathered under FSDP2 (collective)."""
+        return gathered_state_dict(self.model) if self.rt.distributed else self.model
 
     def done(self) -> bool:
         return self.step >= self.cfg.train.max_steps
@@ -159,8 +189,9 @@ class RLRun:
     def update_ema(self) -> None:
         """ema <- decay * ema + (1 - decay) * weights, after each iteration's updates."""
         w = 1.0 - self.cfg.actor.ema_decay
-        for e, p in zip(self.ema.parameters(), self.model.parameters()):
-            e.lerp_(p.detach(), w)
+        weights = gathered_state_dict(self.model) if self.rt.distributed else dict(self.model.named_parameters())
+        for name, e in self.ema.named_parameters():
+            e.lerp_(weights[name].detach(), w)
 
     def validate(self) -> dict:
         """avg@k and pass@k on the held-out problems, streamed through the engine with async rewards."""
@@ -171,9 +202,15 @@ class RLRun:
         self.backend.params = dataclasses.replace(saved, temperature=t.val_temperature, top_p=t.val_top_p)
         if self.ema is not None:  # validate what is exported: the averaged weights
             self.engine.update_weights(self.ema)
-        scores = generate_and_score(self.backend, self.rewards, [(p["prompt_ids"], p) for p in self.val], t.val_n)
+        rank, world = self.rt.rank, self.rt.world_size
+        mine = [(p["prompt_ids"], p) for p in self.val[rank::world]]  # each rank validates every world-th problem
+        scores = generate_and_score(self.backend, self.rewards, mine, t.val_n) if mine else []
+        if self.rt.distributed:
+            parts = [None] * world
+            dist.all_gather_object(parts, scores)
+            scores = [parts[i % world][i // world] for i in range(len(self.val))]
         if self.ema is not None:
-            self.engine.update_weights(self.model)
+            self.engine.update_weights(self.weights())
         self.backend.params = saved
         ks = sorted({1, t.val_n})
         out = summarise_validation(scores, ks=ks)
@@ -208,8 +245,8 @@ class RLRun:
         updates = 0
         for _ in range(a.ppo_epochs):
             order = torch.randperm(len(groups), generator=gen).tolist()
-            for i in range(0, len(order), a.ppo_mini_batch_size):
-                mini = [s for gi in order[i:i + a.ppo_mini_batch_size] for s in seqs[gi * n:(gi + 1) * n]]
+            for i in range(0, len(order), self.mini_groups):
+                mini = [s for gi in order[i:i + self.mini_groups] for s in seqs[gi * n:(gi + 1) * n]]
                 mbs = []
                 for j in range(0, len(mini), a.ppo_micro_batch_size_per_gpu):
                     part = mini[j:j + a.ppo_micro_batch_size_per_gpu]
@@ -231,17 +268,24 @@ class RLRun:
     def train_step(self) -> dict:
         """One iteration: rollout, update, weight sync; returns its metrics record."""
         groups, roll = self.rollout.collect()
+        groups, dropped = equalize(groups, self.rt)  # every rank enters the same number of optimizer steps
         rec = {f"rollout/{k}": v for k, v in roll.items()}
+        if self.rt.distributed:
+            rec["rollout/groups_dropped_to_equalize"] = dropped
         if roll.get("reward_errors"):
             warnings.warn(f"rl step {self.step + 1}: {roll['reward_errors']} rewards crashed or timed out "
                           f"({100 * roll['reward_error_rate']:.0f}%), scored 0", RuntimeWarning, stacklevel=1)
         if groups:
             upd = self.update(groups)
             t0 = time.perf_counter()
-            self.engine.update_weights(self.model)
+            self.engine.update_weights(self.weights())
             rec["time/weight_sync_s"] = time.perf_counter() - t0
             rec.update({f"actor/{k}": v for k, v in upd.items()})
-            rec["reward_mean"] = sum(sum(g.rewards) for g in groups) / (len(groups) * self.cfg.rollout.n)
+            total = torch.tensor([sum(sum(g.rewards) for g in groups), len(groups) * self.cfg.rollout.n],
+                                 dtype=torch.float64)
+            if self.rt.distributed:
+                dist.all_reduce(total)
+            rec["reward_mean"] = float(total[0] / total[1])
         rec["loss"] = rec.get("actor/pg_loss", 0.0)
         return rec
 
@@ -250,15 +294,29 @@ class RLRun:
         if self.step == 0:
             history["val_start"] = self.validate()
             self.metrics.log({"val": history["val_start"]}, step=0)
-            print(f"[rl] step 0 validation: {history['val_start']}")
+            self.run.print(f"step 0 validation: {history['val_start']}")
         out = self.run.train(self)
         history["steps"] = self.step
         history["val_end"] = self.validate()
         self.metrics.log({"val_final": history["val_end"]}, step=self.step)
-        (self.ema if self.ema is not None else self.model).save_pretrained(self.run_dir / "final", tokenizer=self.tok)
-        print(f"[rl] {self.step} steps in {out['time_s']:.0f}s; validation {history['val_end']}; "
-              f"model -> {self.run_dir / 'final'}")
+        self.export(self.run_dir / "final")
+        self.run.print(f"{self.step} steps in {out['time_s']:.0f}s; validation {history['val_end']}; "
+                       f"model -> {self.run_dir / 'final'}")
         return history
+
+    def export(self, path: Path) -> None:
+        """The final model (the averaged weights with ema_decay) in the Hugging Face layout; rank 0 writes."""
+        if self.ema is not None or not self.rt.distributed:
+            if self.rt.is_main:
+                (self.ema if self.ema is not None else self.model).save_pretrained(path, tokenizer=self.tok)
+        else:
+            weights = gathered_state_dict(self.model)
+            if self.rt.is_main:
+                out = build_model(self.model_config, device="cpu", dtype=torch.float32, init=False)
+                out.load_state_dict({k: v.cpu() for k, v in weights.items()})
+                out.save_pretrained(path, tokenizer=self.tok)
+        if self.rt.distributed:
+            dist.barrier()
 
     def close(self) -> None:
         self.pool.close()
