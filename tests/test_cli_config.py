@@ -176,3 +176,21 @@ def test_every_help_example_is_accepted_by_its_stage(stage, cls_path):
     assert example and example in " ".join(parser.format_help().split())
     mod, name = cls_path.split(":")
     load(getattr(importlib.import_module(mod), name), None, example.split())  # raises on a refused key
+
+
+def test_rl_mimo_7b_preset_loads_and_splits_over_8_ranks():
+    from pathlib import Path
+
+    from openmimo.rl.config import RLConfig
+    from openmimo.rl.sharded import per_rank
+    from openmimo.runtime import Runtime
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "rl_mimo-7b.yaml"
+    cfg = load(RLConfig, path, ["train.model_path=/checkpoints/MiMo-7B-SFT"])
+    assert (cfg.rollout.n, cfg.rollout.batch_groups, cfg.actor.ppo_mini_batch_size) == (16, 512, 32)
+    assert (cfg.actor.clip_ratio_low, cfg.actor.clip_ratio_high, cfg.actor.kl_coef) == (0.2, 0.28, 0.0)
+    assert cfg.actor.loss_agg_mode == "token-mean" and cfg.data.prompt_style == "chat"
+    assert cfg.gen.max_len >= cfg.gen.max_new_tokens + cfg.data.max_prompt_tokens
+    rt = Runtime(device="cuda", dtype=None, rank=0, world_size=8)
+    assert per_rank(cfg.rollout.batch_groups, rt, "rollout.batch_groups") == 64
+    assert per_rank(cfg.actor.ppo_mini_batch_size, rt, "actor.ppo_mini_batch_size") == 4
