@@ -6,7 +6,9 @@ frozen, and only the new layers are trained, on the mean of their MTP losses.  D
 SGLang draft several tokens with the one released layer (they feed it its own normalised output back).  The run reports
 the per-depth MTP accuracy on held-out text before and after, and exports the K-layer model in
 the Hugging Face layout to ``OUT_DIR/final``.  The run around the step is the shared
-:class:`openmimo.train.run.Run`: checkpoints, ``--resume``, time limit and cadences as in every stage.
+:class:`openmimo.train.run.Run`: checkpoints, ``--resume``, time limit and cadences as in every stage.  Under
+torchrun the extended model is FSDP2-sharded like pre-training's (``batch.batch_size`` is global and divides over
+the ranks; each rank reads its own share of the data).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from openmimo.data.mixture_loader import MixtureLoader
 from openmimo.jsonl import read_jsonl
 from openmimo.model.hf import load_model
 from openmimo.model.mimo import build_model
-from openmimo.model.parallel import CONFIG_FILE, config_yaml
+from openmimo.model.parallel import CONFIG_FILE, config_yaml, export_hf, parallelize
 from openmimo.runtime import init_runtime, seed_everything
 from openmimo.tokenizer import load_tokenizer
 from openmimo.train.config import BatchConfig, DataConfig, OptimConfig, StageConfig, TrainConfig
@@ -100,8 +102,11 @@ def extend_model(base, k: int):
 class MTPExtendStage:
     """mtp-extend's data and objective for the shared :class:`openmimo.train.run.Run`: one stage's tokens."""
 
-    def __init__(self, cfg: MTPExtendConfig, trainer, loader):
+    def __init__(self, cfg: MTPExtendConfig, trainer, loader, world_size: int = 1):
         self.cfg, self.trainer, self.loader = cfg, trainer, loader
+        if cfg.batch.batch_size % world_size:
+            raise ConfigError(f"key 'batch.batch_size': {cfg.batch.batch_size} does not divide over {world_size} ranks")
+        self.per_rank = cfg.batch.batch_size // world_size
         self.objective = MTPExtendObjective(cfg.num_nextn_predict_layers)
         self.tokens = 0
 
@@ -113,9 +118,9 @@ class MTPExtendStage:
 
     def train_step(self) -> dict:
         cfg, o, seq_len = self.cfg, self.cfg.optim, self.cfg.stages[0].seq_len
-        batch = self.loader.next_batch(cfg.batch.batch_size, seq_len)
+        batch = self.loader.next_batch(self.per_rank, seq_len)
         mbs = [{k: v[i:i + cfg.batch.micro_batch_size] for k, v in batch.items()}
-               for i in range(0, cfg.batch.batch_size, cfg.batch.micro_batch_size)]
+               for i in range(0, self.per_rank, cfg.batch.micro_batch_size)]
         lr = lr_at(self.tokens, o.lr, o.min_lr, o.warmup_tokens, o.constant_tokens, o.decay_tokens)
         st = self.trainer.step(mbs, self.objective, lr)
         self.tokens += cfg.batch.batch_size * seq_len
@@ -138,13 +143,12 @@ class MTPExtendStage:
 
 def main(cfg: MTPExtendConfig, resume: bool = False, overwrite: bool = False) -> dict:
     rt = init_runtime(cfg.train.device, cfg.train.dtype)
-    if rt.distributed:
-        raise ConfigError("mtp-extend runs on one process (the trained part is a few small layers)")
     run = Run(cfg.train, to_dict(cfg), stage="mtp-extend", rt=rt, resume=resume, overwrite=overwrite,
               compatible_keys=("init", "num_nextn_predict_layers", "data"))
     run_dir = run.run_dir
     seed_everything(cfg.train.seed)
-    dump(cfg, run_dir / "config.yaml")
+    if rt.is_main:
+        dump(cfg, run_dir / "config.yaml")
     init = Path(cfg.init)
     base = load_model(init, dtype=torch.float32, device=rt.device)
     if base.config.num_nextn_predict_layers < 1:
@@ -168,26 +172,31 @@ def main(cfg: MTPExtendConfig, resume: bool = False, overwrite: bool = False) ->
     model.fused_loss = cfg.train.fused_loss
     model.eval()
     before = mtp_accuracy(model, tok, texts, seq_len=stage_cfg.seq_len, device=rt.device)  # of the init checkpoint
+    model_cfg = model.config
+    parallelize(model, rt)  # FSDP2 under torchrun; nothing on one process
     o = cfg.optim
     opt = build_optimizer(model, o.lr, o.betas, o.eps, o.weight_decay, rt.device)
     loader = MixtureLoader(sources, stage_cfg.mixture, seed=cfg.train.seed, rank=rt.rank, world_size=rt.world_size)
-    stage = MTPExtendStage(cfg, Trainer(model, opt, rt, o.grad_clip), loader)
+    stage = MTPExtendStage(cfg, Trainer(model, opt, rt, o.grad_clip), loader, rt.world_size)
     state = run.begin(model, opt)
     if state is not None:
         stage.load_state_dict(state)
     out = run.train(stage)
     model.eval()
-    after = mtp_accuracy(model, tok, texts, seq_len=stage_cfg.seq_len, device=rt.device)
+    after = mtp_accuracy(model, tok, texts, seq_len=stage_cfg.seq_len, device=rt.device)  # every rank: collective
     for p in model.parameters():
         p.requires_grad_(True)
-    model.save_pretrained(run_dir / "final", tokenizer=tok, extra_files={CONFIG_FILE: config_yaml(cfg)})
+    if rt.distributed:
+        export_hf(model, run_dir / "final", tok, cfg, rt, model_cfg=model_cfg)
+    else:
+        model.save_pretrained(run_dir / "final", tokenizer=tok, extra_files={CONFIG_FILE: config_yaml(cfg)})
     result = {"steps": run.step, "tokens": stage.tokens, "time_s": out["time_s"],
               "acc_before": before, "acc_after": after}
     run.metrics.log({"final": result}, step=run.step)
     run.close()
     fmt = lambda a: ", ".join(f"{x:.3f}" for x in a[1:])  # noqa: E731
-    print(f"[mtp-extend] {run.step} steps, {stage.tokens} tokens in {result['time_s']:.0f}s; per-depth MTP accuracy "
-          f"before [{fmt(before)}] after [{fmt(after)}] (main next-token {after[0]:.3f}); -> {run_dir / 'final'}")
+    run.print(f"{run.step} steps, {stage.tokens} tokens in {result['time_s']:.0f}s; per-depth MTP accuracy "
+               f"before [{fmt(before)}] after [{fmt(after)}] (main next-token {after[0]:.3f}); -> {run_dir / 'final'}")
     return result
 
 
