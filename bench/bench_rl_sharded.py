@@ -33,7 +33,7 @@ from openmimo.config import load  # noqa: E402
 from openmimo.infer.engine import Engine, SamplingParams  # noqa: E402
 from openmimo.model.config import MiMoConfig  # noqa: E402
 from openmimo.model.mimo import build_model  # noqa: E402
-from openmimo.model.parallel import apply_activation_checkpointing, parallelize  # noqa: E402
+from openmimo.model.parallel import apply_activation_checkpointing, is_sharded, parallelize  # noqa: E402
 from openmimo.rl.advantage import group_advantages  # noqa: E402
 from openmimo.rl.batching import collate  # noqa: E402
 from openmimo.rl.loss import RLObjective  # noqa: E402
@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=128, help="engine slots per rank")
     ap.add_argument("--compile", action="store_true", help="the engine's compiled decode (warm-up not timed)")
     ap.add_argument("--checkpointing", action="store_true", help="activation checkpointing in the update")
+    ap.add_argument("--offload", action="store_true", help="FSDP2 CPU offload of the actor (train.cpu_offload)")
     ap.add_argument("--iters", type=int, default=2, help="iterations; the first is a warm-up unless it is the only one")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
@@ -97,8 +98,9 @@ def main() -> None:
     actor.model.mtp_layers.requires_grad_(False)
     if a.checkpointing:
         apply_activation_checkpointing(actor)
-    parallelize(actor, rt)
-    trainer = Trainer(actor, build_optimizer(actor, 1e-6, (0.9, 0.999), 1e-8, 0.0, dev), rt, grad_clip=1.0)
+    parallelize(actor, rt, offload=a.offload)
+    opt_dev = torch.device("cpu") if a.offload else dev
+    trainer = Trainer(actor, build_optimizer(actor, 1e-6, (0.9, 0.999), 1e-8, 0.0, opt_dev), rt, grad_clip=1.0)
     engine = Engine(build_model(cfg, device=dev, dtype=gen_dtype, seed=0), max_slots=a.slots,
                     max_len=a.prompt_len + a.new_tokens + 8, compile=a.compile, seed=rt.rank)
     if a.compile:
@@ -131,7 +133,7 @@ def main() -> None:
             trainer.step(mbs, objective, 1e-6)
         sync(rt)
         t2 = time.perf_counter()
-        engine.update_weights(gathered_state_dict(actor) if rt.distributed else actor)
+        engine.update_weights(gathered_state_dict(actor) if is_sharded(actor) else actor)
         sync(rt)
         t3 = time.perf_counter()
         gen_tokens = total(sum(len(c.token_ids) for grp in comps for c in grp), rt)
@@ -149,7 +151,8 @@ def main() -> None:
         m = {k: sum(r[k] for r in timed) / len(timed) for k in ("rollout_s", "update_s", "sync_s", "iteration_s",
                                                                 "rollout_tok_per_s", "update_tok_per_s", "peak_gb")}
         dname = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
-        print(f"{a.shape} ({n_params / 1e9:.2f}B, {cfg.num_hidden_layers} layers), {rt.world_size} rank(s) on {dname}; "
+        print(f"{a.shape} ({n_params / 1e9:.2f}B, {cfg.num_hidden_layers} layers), {rt.world_size} rank(s) on {dname}"
+              f"{' (actor offloaded to CPU)' if a.offload else ''}; "
               f"{a.groups} groups x {a.samples} x ({a.prompt_len} + {a.new_tokens}) tokens, mini-batch {a.mini} groups, "
               f"engine {'compiled' if a.compile else 'eager'}")
         print("| phase | seconds | share | tokens/s (all ranks) |\n|---|---|---|---|")

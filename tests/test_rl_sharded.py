@@ -135,3 +135,11 @@ def test_two_rank_mtp_extend_resumes_exactly_and_exports(tmp_path):
     base = load_model(tmp_path / "base").state_dict()
     assert torch.equal(a["model.layers.0.mlp.gate_proj.weight"], base["model.layers.0.mlp.gate_proj.weight"])  # frozen
     assert not torch.equal(a["model.mtp_layers.1.mlp.gate_proj.weight"], a["model.mtp_layers.0.mlp.gate_proj.weight"])
+
+
+def test_cpu_offload_needs_cuda():
+    from openmimo.model.parallel import parallelize
+
+    rt = Runtime(device=torch.device("cpu"), dtype=torch.float32)
+    with pytest.raises(ConfigError, match="train.cpu_offload"):
+        parallelize(build_model(_cfg(), seed=0), rt, offload=True)

@@ -11,10 +11,11 @@ larger models).
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from openmimo.config import to_dict
+from openmimo.config import ConfigError, to_dict
 from openmimo.model.mimo import MiMoForCausalLM, build_model
 
 
@@ -70,9 +71,11 @@ def apply_whole_compile(model: MiMoForCausalLM) -> None:
     model.compile()
 
 
-def apply_fsdp(model: MiMoForCausalLM, rt) -> None:
+def apply_fsdp(model: MiMoForCausalLM, rt, offload: bool = False) -> None:
+    """FSDP2 over the ranks; ``offload``: parameters, gradients and optimizer state live in CPU memory (the
+    optimizer steps there) and each block's parameters come to the GPU only for its forward and backward."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(rt.device.type, (rt.world_size,))
     mp = None
@@ -81,6 +84,8 @@ def apply_fsdp(model: MiMoForCausalLM, rt) -> None:
     kw = {"mesh": mesh}
     if mp is not None:
         kw["mp_policy"] = mp
+    if offload:
+        kw["offload_policy"] = CPUOffloadPolicy()
     for block in _blocks(model):
         fully_shard(block, **kw)
     fully_shard(model, **kw)
@@ -94,17 +99,27 @@ def build_parallel_model(cfg, rt, seed: int = 0, compile: bool = False,
     return parallelize(model, rt, compile=compile, activation_checkpointing=activation_checkpointing, scope=scope)
 
 
+def is_sharded(model: nn.Module) -> bool:
+    """Whether FSDP2 manages ``model`` (its state dict then holds DTensors)."""
+    return hasattr(model, "set_requires_gradient_sync")
+
+
 def parallelize(model: MiMoForCausalLM, rt, compile: bool = False,
-                activation_checkpointing: bool = False, scope: str = "auto") -> MiMoForCausalLM:
-    """Activation checkpointing, compile (``scope``: see :func:`compile_scope`), FSDP2 (when distributed), in that
-    order, on a built model (the same full weights on every rank, e.g. a loaded checkpoint)."""
-    scope = compile_scope(scope, rt.distributed)
+                activation_checkpointing: bool = False, scope: str = "auto", offload: bool = False) -> MiMoForCausalLM:
+    """Activation checkpointing, compile (``scope``: see :func:`compile_scope`), FSDP2 (when distributed, or for
+    ``offload`` on one GPU: a one-rank process group), in that order, on a built model (the same full weights on
+    every rank, e.g. a loaded checkpoint)."""
+    if offload and rt.device.type != "cuda":
+        raise ConfigError("key 'train.cpu_offload': offloading to CPU memory needs a CUDA device")
+    if offload and not dist.is_initialized():
+        dist.init_process_group("nccl", store=dist.HashStore(), rank=0, world_size=1)
+    scope = compile_scope(scope, rt.distributed or offload)
     if activation_checkpointing:
         apply_activation_checkpointing(model)
     if compile and scope == "blocks":
         apply_compile(model)
-    if rt.distributed:
-        apply_fsdp(model, rt)
+    if rt.distributed or offload:
+        apply_fsdp(model, rt, offload)
     if compile and scope == "whole":
         apply_whole_compile(model)
     return model

@@ -101,6 +101,9 @@ class RLTrainConfig(RunConfig):
     val_top_p: float = 0.95
     reward_workers: int = 2
     reward_timeout: float = 10.0
+    # FSDP2 CPU offload of the actor: fp32 weights, gradients and AdamW state in CPU memory, the optimizer step on
+    # the CPU (one GPU then holds a model whose 16 bytes a parameter it cannot: MiMo-7B's 125 GB); CUDA only
+    cpu_offload: bool = False
     # code reward (MiMo's test-difficulty reward): binary (all tests pass) | strict | soft, over each record's
     # test_levels (written by openmimo curate / calibrate-tests); without levels soft = the fraction passed
     code_reward: str = "soft"

@@ -37,7 +37,7 @@ from openmimo.eval.passk import summarise_validation
 from openmimo.infer.engine import Engine, SamplingParams
 from openmimo.model.hf import load_model
 from openmimo.model.mimo import build_model
-from openmimo.model.parallel import parallelize
+from openmimo.model.parallel import is_sharded, parallelize
 from openmimo.rewards.math import require_math_verify
 from openmimo.rewards.pool import RewardPool
 from openmimo.rewards.ray_pool import RayRewardPool
@@ -82,8 +82,9 @@ class RLRun:
         self.mini_groups = per_rank(a.ppo_mini_batch_size, self.rt, "actor.ppo_mini_batch_size")
         rollout_cfg = dataclasses.replace(cfg.rollout, batch_groups=per_rank(cfg.rollout.batch_groups, self.rt,
                                                                                "rollout.batch_groups"))
-        parallelize(self.model, self.rt)  # FSDP2 under torchrun; nothing on one rank
-        self.optimizer = build_optimizer(self.model, a.lr, (0.9, 0.999), 1e-8, a.weight_decay, dev)
+        parallelize(self.model, self.rt, offload=t.cpu_offload)  # FSDP2 under torchrun or offload; else nothing
+        opt_dev = torch.device("cpu") if t.cpu_offload else dev  # where the optimizer state and step live
+        self.optimizer = build_optimizer(self.model, a.lr, (0.9, 0.999), 1e-8, a.weight_decay, opt_dev)
         self.trainer = Trainer(self.model, self.optimizer, self.rt, a.grad_clip)
         d = cfg.data
         self.problems, self.data_counts = load_problems(d.train_path, d.kind, self.tok, d.max_prompt_tokens,
@@ -163,7 +164,7 @@ class RLRun:
 
     def weights(self):
         """The actor's weights for the engine: the model itself on one rank, all-gathered under FSDP2 (collective)."""
-        return gathered_state_dict(self.model) if self.rt.distributed else self.model
+        return gathered_state_dict(self.model) if is_sharded(self.model) else self.model
 
     def done(self) -> bool:
         return self.step >= self.cfg.train.max_steps
@@ -189,7 +190,7 @@ class RLRun:
     def update_ema(self) -> None:
         """ema <- decay * ema + (1 - decay) * weights, after each iteration's updates."""
         w = 1.0 - self.cfg.actor.ema_decay
-        weights = gathered_state_dict(self.model) if self.rt.distributed else dict(self.model.named_parameters())
+        weights = gathered_state_dict(self.model) if is_sharded(self.model) else dict(self.model.named_parameters())
         for name, e in self.ema.named_parameters():
             e.lerp_(weights[name].detach(), w)
 
@@ -306,7 +307,7 @@ class RLRun:
 
     def export(self, path: Path) -> None:
         """The final model (the averaged weights with ema_decay) in the Hugging Face layout; rank 0 writes."""
-        if self.ema is not None or not self.rt.distributed:
+        if self.ema is not None or not is_sharded(self.model):
             if self.rt.is_main:
                 (self.ema if self.ema is not None else self.model).save_pretrained(path, tokenizer=self.tok)
         else:
