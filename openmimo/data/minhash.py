@@ -14,13 +14,17 @@ is a pair sharing a key.  The probability that a pair of Jaccard similarity J be
 from __future__ import annotations
 
 from dataclasses import dataclass
+import array
+import itertools
 from typing import Sequence
 
 import numpy as np
 
-from openmimo.data.texthash import mix64, ngram_hashes, ngrams_oracle
+from openmimo.data.texthash import _mix64_inplace, ngram_hashes, ngrams_oracle
 
-_SHINGLES_PER_BLOCK = 1 << 15  # rows of the (shingles x hashes) product computed at once (~30 MB at 112 hashes)
+_SHINGLES_PER_BLOCK = 1 << 15  # shingles and hash functions of one pass of the NumPy backend (2 MB of products)
+_HASHES_PER_PASS = 8
+_TEXT_CHUNK = 1 << 17  # characters hashed at once: the arrays stay in cache, NumPy's per-call overhead stays small
 
 
 @dataclass(frozen=True)
@@ -51,23 +55,34 @@ def candidate_probability(j: float, bands: int, rows: int) -> float:
 
 def signatures_from_hashes(h: np.ndarray, offsets: np.ndarray, params: MinHashParams) -> np.ndarray:
     """``(docs, bands*rows)`` uint32 signatures from shingle hashes grouped by ``offsets``; a document
-    without shingles gets all values 2**32-1 (it is nobody's candidate: :func:`band_keys` marks it)."""
+    without shingles gets all values 2**32-1 (it is nobody's candidate: :func:`band_keys` marks it).
+
+    A block of shingles at a time, a few hash functions at a time: ``a_k * s + b_k`` (mod 2**64) for every
+    shingle into one buffer that stays in cache, each document's minimum by one reduceat along the shingles,
+    folded into its row (a document may span blocks).  The minimum is taken over the full 64 bits and shifted
+    after: the high half of the smallest value is the smallest high half."""
     a, b = params.coefficients()
-    n_docs = offsets.size - 1
-    out = np.full((n_docs, params.num_hashes), np.iinfo(np.uint32).max, dtype=np.uint32)
-    counts = np.diff(offsets)
-    doc = 0
-    while doc < n_docs:
-        # a block of whole documents holding at most _SHINGLES_PER_BLOCK shingles (or one larger document)
-        stop = max(doc + 1, int(np.searchsorted(offsets, offsets[doc] + _SHINGLES_PER_BLOCK, side="right")) - 1)
-        stop = min(stop, n_docs)
-        lo, hi = int(offsets[doc]), int(offsets[stop])
-        nonempty = np.flatnonzero(counts[doc:stop] > 0)
-        if hi > lo:
-            with np.errstate(over="ignore"):
-                v = ((h[lo:hi, None] * a + b) >> np.uint64(32)).astype(np.uint32)
-            out[doc + nonempty] = np.minimum.reduceat(v, offsets[doc + nonempty] - lo, axis=0)
-        doc = stop
+    n_docs, n_hashes = offsets.size - 1, params.num_hashes
+    nonempty = np.flatnonzero(np.diff(offsets) > 0)
+    starts = offsets[nonempty]
+    total = int(offsets[-1])
+    low = np.full((n_hashes, nonempty.size), np.iinfo(np.uint64).max, dtype=np.uint64)  # per hash, per document
+    buf = np.empty((_HASHES_PER_PASS, min(total, _SHINGLES_PER_BLOCK)), dtype=np.uint64)
+    for lo in range(0, total, _SHINGLES_PER_BLOCK):
+        hi = min(lo + _SHINGLES_PER_BLOCK, total)
+        # the nonempty documents with shingles in [lo, hi): the last one starting at or before lo, up to hi
+        first = max(int(np.searchsorted(starts, lo, side="right")) - 1, 0)
+        stop = int(np.searchsorted(starts, hi, side="left"))
+        seg = np.maximum(starts[first:stop], lo) - lo
+        for k in range(0, n_hashes, _HASHES_PER_PASS):
+            kk = min(k + _HASHES_PER_PASS, n_hashes)
+            v = buf[:kk - k, :hi - lo]
+            np.multiply(h[lo:hi], a[k:kk, None], out=v)
+            v += b[k:kk, None]
+            block_min = np.minimum.reduceat(v, seg, axis=1)
+            np.minimum(low[k:kk, first:stop], block_min, out=low[k:kk, first:stop])
+    out = np.full((n_docs, n_hashes), np.iinfo(np.uint32).max, dtype=np.uint32)
+    out[nonempty] = (low >> np.uint64(32)).T
     return out
 
 
@@ -77,7 +92,9 @@ def signatures_rensa(h: np.ndarray, offsets: np.ndarray, params: MinHashParams) 
 
     m = rensa.RMinHash.digest_matrix_from_flat_token_hashes(h, offsets.astype(np.uint64), num_perm=params.num_hashes,
                                                            seed=params.seed)
-    out = np.asarray(m.to_rows(), dtype=np.uint32).reshape(offsets.size - 1, params.num_hashes)
+    # the matrix comes out as Python lists of ints only; one flat pass into a uint32 buffer is the cheapest read
+    flat = array.array("I", itertools.chain.from_iterable(m.to_rows()))
+    out = np.frombuffer(flat, dtype=np.uint32).reshape(offsets.size - 1, params.num_hashes).copy()
     out[np.diff(offsets) == 0] = np.iinfo(np.uint32).max
     return out
 
@@ -85,27 +102,66 @@ def signatures_rensa(h: np.ndarray, offsets: np.ndarray, params: MinHashParams) 
 BACKENDS = {"numpy": signatures_from_hashes, "rensa": signatures_rensa}
 
 
+def _chunks(texts: Sequence[str]):
+    """Consecutive slices of ``texts`` of about _TEXT_CHUNK characters (at least one text each)."""
+    lo, size = 0, 0
+    for i, t in enumerate(texts):
+        size += len(t)
+        if size >= _TEXT_CHUNK:
+            yield texts[lo:i + 1]
+            lo, size = i + 1, 0
+    if lo < len(texts):
+        yield texts[lo:]
+
+
 def signatures(texts: Sequence[str], params: MinHashParams, backend: str = "rensa") -> np.ndarray:
     """``(len(texts), bands*rows)`` uint32 signatures; ``backend``: ``"rensa"`` (fast) or ``"numpy"`` (this
-    module's hash family, checked value for value against :func:`signature_oracle`)."""
+    module's hash family, checked value for value against :func:`signature_oracle`).  Any number of texts:
+    they are hashed a chunk at a time, so the hashing's arrays stay in cache."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown minhash backend {backend!r} (choose from {', '.join(BACKENDS)})")
-    h, off = ngram_hashes(texts, params.ngram, mode="alnum", short="whole")
-    return BACKENDS[backend](h, off, params)
+    sign = BACKENDS[backend]
+    parts = [sign(*ngram_hashes(chunk, params.ngram, mode="alnum", short="whole"), params) for chunk in _chunks(texts)]
+    return np.concatenate(parts) if parts else np.zeros((0, params.num_hashes), dtype=np.uint32)
 
 
 def band_keys(sigs: np.ndarray, params: MinHashParams) -> np.ndarray:
     """``(docs, bands)`` uint64 keys: band j's ``rows`` values folded into 64 bits (band index mixed in).
     Rows of an empty document (all values 2**32-1) get key 0, which callers skip."""
     n = sigs.shape[0]
-    s = sigs.reshape(n, params.bands, params.rows).astype(np.uint64)
+    s = sigs.reshape(n, params.bands, params.rows)
     key = np.zeros((n, params.bands), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for r in range(params.rows):
-            key = mix64(key * np.uint64(0x100000001B3) + s[:, :, r])
-        key = mix64(key ^ np.arange(1, params.bands + 1, dtype=np.uint64)) | np.uint64(1)
+            key *= np.uint64(0x100000001B3)
+            key += s[:, :, r]
+            _mix64_inplace(key)
+        key ^= np.arange(1, params.bands + 1, dtype=np.uint64)
+        _mix64_inplace(key)
+        key |= np.uint64(1)
     key[(sigs == np.iinfo(np.uint32).max).all(axis=1)] = 0
     return key
+
+
+def text_band_keys(texts: Sequence[str], params: MinHashParams, backend: str = "rensa") -> np.ndarray:
+    """:func:`band_keys` of :func:`signatures`: ``(len(texts), bands)`` uint64 keys, 0 for a text without words."""
+    return band_keys(signatures(texts, params, backend), params)
+
+
+def candidate_pairs(keys: np.ndarray) -> np.ndarray:
+    """``(pairs, 2)`` int64 document indices ``(i, j)``, i < j, each once: j's band key equals the key of the
+    previous document (in index order) holding it in that band, so a group of k documents sharing a key gives
+    k - 1 pairs that connect it.  ``keys``: :func:`band_keys`' output; keys 0 are skipped."""
+    n, bands = keys.shape
+    flat = keys.ravel()
+    # a stable sort of the row-major keys orders equal keys by document
+    order = np.argsort(flat, kind="stable")
+    k = flat[order]
+    same = np.flatnonzero((k[1:] == k[:-1]) & (k[1:] != 0))
+    pairs = np.stack([order[same] // bands, order[same + 1] // bands], axis=1)
+    if pairs.size:
+        pairs = np.unique(pairs, axis=0)
+    return pairs
 
 
 class UnionFind:

@@ -31,11 +31,10 @@ from pathlib import Path
 import numpy as np
 from datatrove.pipeline.base import PipelineStep
 
-from openmimo.data.minhash import UnionFind, band_keys
-from openmimo.data.minhash import BACKENDS as SIGNATURE_BACKENDS
+from openmimo.data.minhash import UnionFind, text_band_keys
 from openmimo.data.pipeline_config import DataPipelineConfig
 from openmimo.data.pipeline_readers import write_json_atomic
-from openmimo.data.texthash import mix64, ngram_hashes
+from openmimo.data.texthash import mix64
 from openmimo.data.urls import normalize_url
 
 KEY_DTYPE = np.dtype([("kind", "u1"), ("key", "<u8"), ("prio", "<i8"), ("tie", "<u8"), ("src", "<u2"),
@@ -112,8 +111,7 @@ class PrepareDocs(PipelineStep):
                 if sel.size == 0:
                     continue
                 p = s.minhash.params(cfg.dedup.seed)
-                h, off = ngram_hashes([batch[i]["text"] for i in sel], p.ngram, mode="alnum", short="whole")
-                bk = band_keys(SIGNATURE_BACKENDS[cfg.dedup.backend](h, off, p), p)
+                bk = text_band_keys([batch[i]["text"] for i in sel], p, cfg.dedup.backend)
                 # documents of sources with other parameters never share a band key
                 salt = np.uint64(hash64(f"{p.ngram}/{p.bands}/{p.rows}/{p.seed}"))
                 with np.errstate(over="ignore"):

@@ -12,9 +12,10 @@ word n-gram of every document.  :func:`ngram_hashes` computes them for a batch o
    and finished by the splitmix64 mixer;
 4. n-gram hashes combine n consecutive word hashes the same way, never across documents.
 
-The fast path reads the byte table as a class per byte (blank, word byte, operator: ``bytes.translate``)
-and hashes the lower-cased bytes themselves: ``str.lower`` never returns A-Z (a test checks every code
-point), so inside a word the table's lower-casing is the identity.  For lookups of many n-grams (decontamination)
+The fast path spaces out the operators (``bytes.replace``; a word's hash does not depend on its position), so
+every word lies between blanks and the word edges, found from a blank/solid byte mask (``bytes.translate``) in
+one scan, alternate start, end, start, ...; it hashes the lower-cased bytes themselves: ``str.lower`` never
+returns A-Z (a test checks every code point), so inside a word the table's lower-casing is the identity.  For lookups of many n-grams (decontamination)
 :func:`word_prefix` and :func:`window_keys` give each window's polynomial part (a "key") without the length term
 and the mixer; for a fixed n, equal keys are equal n-gram hashes (``hash = mix64(key + n)``, a bijection).
 
@@ -51,18 +52,15 @@ def _table(mode: str) -> np.ndarray:
 
 
 _TABLES = {m: _table(m) for m in MODES}
-_BLANK, _WORD, _OP = 0, 1, 2
 
 
-def _classes(mode: str) -> bytes:
-    """``bytes.translate`` table: each byte's class under :func:`_table` (blank, word byte, operator)."""
-    c = np.where(_TABLES[mode] == 32, _BLANK, _WORD).astype(np.uint8)
-    if mode == "alnum":
-        c[list(OPERATORS)] = _OP
-    return c.tobytes()
+def _solid(mode: str) -> bytes:
+    """``bytes.translate`` table: 1 for a byte that is part of a word under :func:`_table` (operators too), else 0."""
+    return (_TABLES[mode] != 32).astype(np.uint8).tobytes()
 
 
-_CLASSES = {m: _classes(m) for m in MODES}
+_SOLID = {m: _solid(m) for m in MODES}
+_SPACED_OPS = [(bytes([c]), b" %c " % c) for c in OPERATORS]
 
 
 def _inverse(a: int) -> int:
@@ -120,36 +118,35 @@ def _segment_hashes(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, pw
 def word_hashes(texts: Sequence[str], mode: str = "alnum") -> tuple[np.ndarray, np.ndarray]:
     """``(hashes, offsets)``: uint64 hashes of all words of all ``texts`` in order, and int64 ``offsets``
     (len(texts) + 1) so that document i's words are ``hashes[offsets[i]:offsets[i+1]]``."""
-    classes = _CLASSES[mode]
     enc = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
-    lens = np.fromiter((len(e) + 1 for e in enc), dtype=np.int64, count=len(enc))
-    raw = b" ".join(enc) + b" "  # ends in a blank, so the last word ends inside the batch
-    buf = np.frombuffer(raw, dtype=np.uint8)
-    cls = np.frombuffer(b"\0" + raw.translate(classes), dtype=np.uint8)  # cls[i + 1]: the class of byte i
-    word = cls == _WORD
-    other = ~word
-    # byte i starts a word when it is a word byte after a non-word byte, or an operator (a word by itself);
-    # index j of the end mask is byte j - 1: it ends a word before byte j
-    start = word[1:] & other[:-1]
-    end = word[:-1] & other[1:]
     if mode == "alnum":
-        op = cls == _OP
-        start |= op[1:]
-        end |= op[:-1]
-    starts, ends = np.flatnonzero(start), np.flatnonzero(end)
+        # an operator is a word of its own: spaced out, every word lies between blanks (a word's hash does not
+        # depend on where it lies)
+        joined = b" ".join(enc)
+        for op, sp in _SPACED_OPS:
+            if op in joined:
+                enc = [e.replace(op, sp) for e in enc]
+    # a blank before the first and after the last text: every word lies between blanks of the batch
+    raw = b" ".join([b"", *enc, b""])
+    lens = np.fromiter((len(e) + 1 for e in enc), dtype=np.int64, count=len(enc))
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    solid = np.frombuffer(raw.translate(_SOLID[mode]), dtype=np.uint8)
+    # the edges alternate: byte edge[2k] + 1 starts a word and byte edge[2k + 1] + 1 is the blank after it
+    edge = np.flatnonzero(solid[1:] != solid[:-1])
+    starts, ends = edge[0::2], edge[1::2]
     pw, inv, _, _ = _pows(buf.size)
     with np.errstate(over="ignore"):
-        prefix = np.empty(buf.size + 1, dtype=np.uint64)
-        prefix[0] = 0
-        prefix[1:] = buf  # widen first: a uint8 * uint64 product would cast through a buffer
-        prefix[1:] *= pw[:buf.size]
-        np.cumsum(prefix[1:], out=prefix[1:])
-        hashes = prefix.take(ends)
-        hashes -= prefix.take(starts)
-        hashes *= inv.take(starts)
+        # prefix[i]: the polynomial of bytes 0..i, so the word of bytes s..e-1 is (prefix[e-1] - prefix[s-1]) * p**-s
+        prefix = np.empty(buf.size, dtype=np.uint64)
+        prefix[:] = buf  # widen first: a uint8 * uint64 product would cast through a buffer
+        prefix *= pw[:buf.size]
+        np.cumsum(prefix, out=prefix)
+        at = prefix.take(edge)
+        hashes = np.subtract(at[1::2], at[0::2])
+        hashes *= inv[1:].take(starts)
         hashes += (ends - starts).view(np.uint64)
     _mix64_inplace(hashes)
-    doc_ends = np.cumsum(lens)  # byte offset just past each document's separator
+    doc_ends = np.cumsum(lens)  # each document's first word starts after the previous one's last separator
     offsets = np.empty(len(enc) + 1, dtype=np.int64)
     offsets[0] = 0
     offsets[1:] = np.searchsorted(starts, doc_ends, side="left")
@@ -161,22 +158,39 @@ def combine(words: np.ndarray, offsets: np.ndarray, n: int, short: str = "drop")
 
     ``short``: what a document of fewer than ``n`` (but at least one) words gives — ``"drop"``: nothing;
     ``"whole"``: one hash of all its words (MinHash's rule, so a short page still has a signature).
+
+    Every window of the batch gets its key (:func:`window_keys`: one subtraction and product each); the windows
+    that cross a document's end — the last ``n - 1`` starts before it — are dropped, then the rest are mixed.
     """
     if n < 1:
         raise ValueError(f"n-gram size must be >= 1, got {n}")
+    if short not in ("drop", "whole"):
+        raise ValueError(f"short must be 'drop' or 'whole', got {short!r}")
     counts = np.diff(offsets)
     per_doc = np.maximum(counts - n + 1, 0)
+    prefix = word_prefix(words)
+    keys = window_keys(prefix, n)
+    if n > 1 and counts.size > 1:
+        # starts e - n + 1 .. e - 1 before each inner document end e, from the document's own start on
+        cross = offsets[1:-1, None] - np.arange(1, n)
+        cross = cross[cross >= offsets[:-2, None]]
+        keep = np.ones(keys.size, dtype=bool)
+        keep[cross[cross < keys.size]] = False
+        keys = keys[keep]
+    with np.errstate(over="ignore"):
+        keys += np.uint64(n)
     if short == "whole":
-        per_doc = np.where((counts > 0) & (counts < n), 1, per_doc)
-    elif short != "drop":
-        raise ValueError(f"short must be 'drop' or 'whole', got {short!r}")
-    out_offsets = np.concatenate(([0], np.cumsum(per_doc))).astype(np.int64)
-    total = int(out_offsets[-1])
-    doc = np.repeat(np.arange(counts.size), per_doc)
-    starts = offsets[:-1][doc] + (np.arange(total) - out_offsets[:-1][doc])
-    ends = np.minimum(starts + n, offsets[1:][doc])
-    _, _, qw, qinv = _pows(words.size)
-    return _segment_hashes(words, starts, ends, qw, qinv), out_offsets
+        few = np.flatnonzero((counts > 0) & (counts < n))
+        if few.size:
+            first = np.zeros(counts.size + 1, dtype=np.int64)
+            np.cumsum(per_doc, out=first[1:])
+            with np.errstate(over="ignore"):
+                whole = span_keys(prefix, offsets[few], offsets[few + 1]) + counts[few].view(np.uint64)
+            keys = np.insert(keys, first[few], whole)
+            per_doc[few] = 1
+    out_offsets = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(per_doc, out=out_offsets[1:])
+    return _mix64_inplace(keys), out_offsets
 
 
 def span_hashes(words: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
