@@ -63,8 +63,8 @@ class Trainer:
         fsdp = hasattr(self.model, "set_requires_gradient_sync")
         self.model.train()
         for i, mb in enumerate(micro_batches):
-            if fsdp:
-                self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
+            if fsdp:  # one rank (CPU offload) has no reduction to skip: its gradients go to the CPU every micro-batch
+                self.model.set_requires_gradient_sync(i == len(micro_batches) - 1 or not rt.distributed)
             mb = {k: (v.to(rt.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in mb.items()}
             with rt.autocast():
                 loss, st = objective(self.model, mb, denoms)
