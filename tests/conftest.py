@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from openmimo.data.shards import tokenize_to_shards
 from openmimo.infer.async_engine import AsyncEngine
 from openmimo.infer.engine import Engine
 from openmimo.infer.server import create_app, start_in_thread
@@ -31,6 +32,22 @@ def tiny_math_ckpt(tmp_path_factory):
     build_model(cfg, seed=0).save_pretrained(root / "base", tokenizer=tok)
     probs = [{"problem": f"What is {a} + 1?", "answer": str(a + 1), "level": 1 + a % 2} for a in range(12)]
     (root / "train.jsonl").write_text("".join(json.dumps(p) + "\n" for p in probs))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_mtp_base(tmp_path_factory):
+    """A tiny random MiMo checkpoint with one MTP layer (``root/base``) and its addition text tokenised into
+    ``root/shards``: what mtp-extend starts from.  Read-only."""
+    root = tmp_path_factory.mktemp("tiny_mtp")
+    texts = [f"Problem: What is {a} + {b}? Solution: {a + b}." for a in range(30) for b in range(10)]
+    tok = train_tokenizer(texts, vocab_size=300)
+    (root / "t.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    tokenize_to_shards([root / "t.jsonl"], tok, root / "shards")
+    cfg = MiMoConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                     num_nextn_predict_layers=1, eos_token_id=tok.eos_id)
+    build_model(cfg, seed=0).save_pretrained(root / "base", tokenizer=tok)
     return root
 
 

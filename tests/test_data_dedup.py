@@ -184,3 +184,27 @@ def test_newest_url_priority_orders_dates_and_puts_undated_last():
 
     newer, older = date_priority("2024-05-01T00:00:00Z"), date_priority("2019-01-01")
     assert newer < older < NO_DATE and date_priority(None) == date_priority("not a date") == NO_DATE
+
+
+def test_candidate_pairs_connect_exactly_the_documents_that_share_a_band_key():
+    """The fast pair finder (one stable sort) against every pair that shares a key in some band, by brute force:
+    the same groups (union-find components), each pair i < j at most once, keys 0 never pair."""
+    rng = np.random.default_rng(3)
+    vals = rng.integers(0, 6, size=(40, 3))  # few distinct values: many collisions, some zeros
+    # band_keys mixes the band index in, so two bands never share a key: here the band is the low bits
+    keys = np.where(vals == 0, 0, vals * 4 + np.arange(1, 4)).astype(np.uint64)
+    pairs = minhash.candidate_pairs(keys)
+    assert all(i < j for i, j in pairs.tolist()) and len({tuple(p) for p in pairs.tolist()}) == len(pairs)
+
+    def groups(edges):
+        uf = minhash.UnionFind()
+        for d in range(len(keys)):
+            uf.find(d)
+        for i, j in edges:
+            uf.union(i, j)
+        return sorted(sorted(g) for g in uf.groups().values())
+
+    brute = [(i, j) for i in range(len(keys)) for j in range(i + 1, len(keys))
+             if any(keys[i, b] == keys[j, b] != 0 for b in range(keys.shape[1]))]
+    assert brute and groups(pairs.tolist()) == groups(brute)
+    assert all(any(keys[i, b] == keys[j, b] != 0 for b in range(keys.shape[1])) for i, j in pairs.tolist())

@@ -107,32 +107,19 @@ def build_model_from_folder(path: Path) -> dict:
     return load_model(path, dtype=torch.float32).state_dict()
 
 
-def test_two_rank_mtp_extend_resumes_exactly_and_exports(tmp_path):
+def test_two_rank_mtp_extend_resumes_exactly_and_exports(tiny_mtp_base, tmp_path):
     """mtp-extend on the sharded path: 2 ranks, 2 steps then --resume == 4 steps, bit for bit; the export has K layers."""
-    import json
-
-    from openmimo.data.shards import tokenize_to_shards
-    from openmimo.model.config import MiMoConfig
     from openmimo.model.hf import load_model
-    from openmimo.tokenizer import train_tokenizer
 
-    texts = [f"Problem: What is {a} + {b}? Solution: {a + b}." for a in range(30) for b in range(10)]
-    tok = train_tokenizer(texts, vocab_size=300)
-    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    tokenize_to_shards([tmp_path / "t.jsonl"], tok, tmp_path / "shards")
-    cfg = MiMoConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                     num_nextn_predict_layers=1, eos_token_id=tok.eos_id)
-    build_model(cfg, seed=0).save_pretrained(tmp_path / "base", tokenizer=tok)
-    _torchrun(2, MTP_SCRIPT, tmp_path, tmp_path / "full", 0)
-    _torchrun(2, MTP_SCRIPT, tmp_path, tmp_path / "split", 2)
-    proc = _torchrun(2, MTP_SCRIPT, tmp_path, tmp_path / "split", 0, "resume")
+    _torchrun(2, MTP_SCRIPT, tiny_mtp_base, tmp_path / "full", 0)
+    _torchrun(2, MTP_SCRIPT, tiny_mtp_base, tmp_path / "split", 2)
+    proc = _torchrun(2, MTP_SCRIPT, tiny_mtp_base, tmp_path / "split", 0, "resume")
     assert proc.stdout.count("resumed from") == 1
     full, split = load_model(tmp_path / "full" / "final"), load_model(tmp_path / "split" / "final")
     assert full.config.num_nextn_predict_layers == 2
     a, b = full.state_dict(), split.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    base = load_model(tmp_path / "base").state_dict()
+    base = load_model(tiny_mtp_base / "base").state_dict()
     assert torch.equal(a["model.layers.0.mlp.gate_proj.weight"], base["model.layers.0.mlp.gate_proj.weight"])  # frozen
     assert not torch.equal(a["model.mtp_layers.1.mlp.gate_proj.weight"], a["model.mtp_layers.0.mlp.gate_proj.weight"])
 

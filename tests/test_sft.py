@@ -230,26 +230,13 @@ def test_sft_killed_with_sigkill_resumes_to_the_same_weights(ckpt, tmp_path):
     assert torch.equal(_weights(run / "final"), _weights(tmp_path / "ref" / "final"))
 
 
-def test_mtp_extend_resumes_bitwise(tmp_path):
+def test_mtp_extend_resumes_bitwise(tiny_mtp_base, tmp_path):
     """mtp-extend gained checkpoints and --resume with the shared run loop: 2 steps + resume == 4 steps."""
-    from openmimo.data.shards import tokenize_to_shards
-    from openmimo.model.config import MiMoConfig
-    from openmimo.model.mimo import build_model
-    from openmimo.tokenizer import train_tokenizer
     from openmimo.train.mtp_extend import MTPExtendConfig, main
 
-    texts = [f"Problem: What is {a} + {b}? Solution: {a + b}." for a in range(30) for b in range(10)]
-    tok = train_tokenizer(texts, vocab_size=300)
-    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    tokenize_to_shards([tmp_path / "t.jsonl"], tok, tmp_path / "shards")
-    cfg = MiMoConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                     num_nextn_predict_layers=1, eos_token_id=tok.eos_id)
-    build_model(cfg, seed=0).save_pretrained(tmp_path / "base", tokenizer=tok)
-
     def cfg_for(out, extra=()):
-        return load(MTPExtendConfig, None, [f"init={tmp_path / 'base'}", "num_nextn_predict_layers=2",
-                                            f"data.sources={json.dumps({'web': str(tmp_path / 'shards')})}",
+        return load(MTPExtendConfig, None, [f"init={tiny_mtp_base / 'base'}", "num_nextn_predict_layers=2",
+                                            f"data.sources={json.dumps({'web': str(tiny_mtp_base / 'shards')})}",
                                             "stages=[{tokens: 1024, seq_len: 32, mixture: {web: 1.0}}]",
                                             "batch.batch_size=8", "batch.micro_batch_size=8", "train.device=cpu",
                                             "train.ckpt_every=1", f"train.out_dir={out}", *extra])

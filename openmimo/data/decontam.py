@@ -31,10 +31,10 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from openmimo.data.texthash import normalize_words, span_keys, window_keys, word_hashes, word_prefix
+from openmimo.data.texthash import normalize_words, span_keys, text_chunks, window_keys, word_hashes, word_prefix
 from openmimo.jsonl import read_jsonl
 
-_TEXT_CHUNK = 1 << 17  # characters hashed at once: the arrays stay in cache, NumPy's per-call overhead stays small
+_TEXT_CHUNK = 1 << 17  # characters hashed at once (texthash.text_chunks)
 
 
 class _Prefilter:
@@ -130,14 +130,7 @@ class Decontaminator:
         """For each text, the evaluation tasks it overlaps (empty tuple: clean)."""
         if not texts or self.num_grams == 0:
             return [()] * len(texts)
-        out, chunk, size = [], [], 0
-        for t in texts:
-            chunk.append(t)
-            size += len(t)
-            if size >= _TEXT_CHUNK:
-                out += self._hits(chunk)
-                chunk, size = [], 0
-        return out + self._hits(chunk) if chunk else out
+        return [h for chunk in text_chunks(texts, _TEXT_CHUNK) for h in self._hits(chunk)]
 
     def _hits(self, texts: Sequence[str]) -> list[tuple[str, ...]]:
         out: list[set] = [set() for _ in texts]

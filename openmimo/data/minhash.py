@@ -13,18 +13,18 @@ is a pair sharing a key.  The probability that a pair of Jaccard similarity J be
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import array
 import itertools
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from openmimo.data.texthash import _mix64_inplace, ngram_hashes, ngrams_oracle
+from openmimo.data.texthash import mix64_inplace, ngram_hashes, ngrams_oracle, text_chunks
 
 _SHINGLES_PER_BLOCK = 1 << 15  # shingles and hash functions of one pass of the NumPy backend (2 MB of products)
 _HASHES_PER_PASS = 8
-_TEXT_CHUNK = 1 << 17  # characters hashed at once: the arrays stay in cache, NumPy's per-call overhead stays small
+_TEXT_CHUNK = 1 << 17  # characters hashed at once (texthash.text_chunks)
 
 
 @dataclass(frozen=True)
@@ -102,18 +102,6 @@ def signatures_rensa(h: np.ndarray, offsets: np.ndarray, params: MinHashParams) 
 BACKENDS = {"numpy": signatures_from_hashes, "rensa": signatures_rensa}
 
 
-def _chunks(texts: Sequence[str]):
-    """Consecutive slices of ``texts`` of about _TEXT_CHUNK characters (at least one text each)."""
-    lo, size = 0, 0
-    for i, t in enumerate(texts):
-        size += len(t)
-        if size >= _TEXT_CHUNK:
-            yield texts[lo:i + 1]
-            lo, size = i + 1, 0
-    if lo < len(texts):
-        yield texts[lo:]
-
-
 def signatures(texts: Sequence[str], params: MinHashParams, backend: str = "rensa") -> np.ndarray:
     """``(len(texts), bands*rows)`` uint32 signatures; ``backend``: ``"rensa"`` (fast) or ``"numpy"`` (this
     module's hash family, checked value for value against :func:`signature_oracle`).  Any number of texts:
@@ -121,7 +109,8 @@ def signatures(texts: Sequence[str], params: MinHashParams, backend: str = "rens
     if backend not in BACKENDS:
         raise ValueError(f"unknown minhash backend {backend!r} (choose from {', '.join(BACKENDS)})")
     sign = BACKENDS[backend]
-    parts = [sign(*ngram_hashes(chunk, params.ngram, mode="alnum", short="whole"), params) for chunk in _chunks(texts)]
+    parts = [sign(*ngram_hashes(chunk, params.ngram, mode="alnum", short="whole"), params)
+             for chunk in text_chunks(texts, _TEXT_CHUNK)]
     return np.concatenate(parts) if parts else np.zeros((0, params.num_hashes), dtype=np.uint32)
 
 
@@ -135,9 +124,9 @@ def band_keys(sigs: np.ndarray, params: MinHashParams) -> np.ndarray:
         for r in range(params.rows):
             key *= np.uint64(0x100000001B3)
             key += s[:, :, r]
-            _mix64_inplace(key)
+            mix64_inplace(key)
         key ^= np.arange(1, params.bands + 1, dtype=np.uint64)
-        _mix64_inplace(key)
+        mix64_inplace(key)
         key |= np.uint64(1)
     key[(sigs == np.iinfo(np.uint32).max).all(axis=1)] = 0
     return key
@@ -151,7 +140,8 @@ def text_band_keys(texts: Sequence[str], params: MinHashParams, backend: str = "
 def candidate_pairs(keys: np.ndarray) -> np.ndarray:
     """``(pairs, 2)`` int64 document indices ``(i, j)``, i < j, each once: j's band key equals the key of the
     previous document (in index order) holding it in that band, so a group of k documents sharing a key gives
-    k - 1 pairs that connect it.  ``keys``: :func:`band_keys`' output; keys 0 are skipped."""
+    k - 1 pairs that connect it.  ``keys``: :func:`band_keys`' output (the band index is mixed into every key,
+    so two bands never share one); keys 0 are skipped."""
     n, bands = keys.shape
     flat = keys.ravel()
     # a stable sort of the row-major keys orders equal keys by document

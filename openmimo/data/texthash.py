@@ -67,7 +67,8 @@ def _inverse(a: int) -> int:
     return pow(a, -1, 1 << 64)
 
 
-def _mix64_inplace(x: np.ndarray) -> np.ndarray:
+def mix64_inplace(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on a uint64 array, in place (returns it)."""
     t = x >> np.uint64(30)
     x ^= t
     x *= np.uint64(0xBF58476D1CE4E5B9)
@@ -81,7 +82,7 @@ def _mix64_inplace(x: np.ndarray) -> np.ndarray:
 
 def mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser, element-wise on uint64 (wrapping arithmetic)."""
-    return _mix64_inplace(np.array(x, dtype=np.uint64))
+    return mix64_inplace(np.array(x, dtype=np.uint64))
 
 
 def _powers(base: np.uint64, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +146,7 @@ def word_hashes(texts: Sequence[str], mode: str = "alnum") -> tuple[np.ndarray, 
         hashes = np.subtract(at[1::2], at[0::2])
         hashes *= inv[1:].take(starts)
         hashes += (ends - starts).view(np.uint64)
-    _mix64_inplace(hashes)
+    mix64_inplace(hashes)
     doc_ends = np.cumsum(lens)  # each document's first word starts after the previous one's last separator
     offsets = np.empty(len(enc) + 1, dtype=np.int64)
     offsets[0] = 0
@@ -190,13 +191,26 @@ def combine(words: np.ndarray, offsets: np.ndarray, n: int, short: str = "drop")
             per_doc[few] = 1
     out_offsets = np.zeros(counts.size + 1, dtype=np.int64)
     np.cumsum(per_doc, out=out_offsets[1:])
-    return _mix64_inplace(keys), out_offsets
+    return mix64_inplace(keys), out_offsets
 
 
 def span_hashes(words: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """The n-gram hash (as :func:`combine` computes it) of ``words[s:e]`` for each (s, e)."""
     _, _, qw, qinv = _pows(words.size)
     return _segment_hashes(words, starts, ends, qw, qinv)
+
+
+def text_chunks(texts: Sequence[str], chars: int):
+    """Consecutive slices of ``texts`` of about ``chars`` characters each (at least one text a slice): hashed a
+    slice at a time, the arrays stay in cache and NumPy's per-call overhead stays small."""
+    lo, size = 0, 0
+    for i, t in enumerate(texts):
+        size += len(t)
+        if size >= chars:
+            yield texts[lo:i + 1]
+            lo, size = i + 1, 0
+    if lo < len(texts):
+        yield texts[lo:]
 
 
 def word_prefix(words: np.ndarray) -> np.ndarray:

@@ -78,7 +78,7 @@ class RLRun:
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.actor.ema_decay > 0 else None
         a = cfg.actor
         self.model_config = self.model.config
-        rank, world = self.rt.rank, self.rt.world_size
+        rank = self.rt.rank
         self.mini_groups = per_rank(a.ppo_mini_batch_size, self.rt, "actor.ppo_mini_batch_size")
         rollout_cfg = dataclasses.replace(cfg.rollout, batch_groups=per_rank(cfg.rollout.batch_groups, self.rt,
                                                                                "rollout.batch_groups"))
