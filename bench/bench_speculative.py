@@ -1,7 +1,15 @@
 """MTP speculative decoding: acceptance per depth and speed-up over plain decoding, on a trained model.
 
     python bench/bench_speculative.py --model OUT/final --prompts prompts.jsonl --batch 1 16
+    python bench/bench_speculative.py --build runs/spec --batch 1 16 --k 1 3   # self-contained (one GPU)
     python bench/bench_speculative.py --tiny       # CPU dry run: tiny random model + tokenizer in a temp folder
+
+``--build DIR`` makes the bench self-contained: when DIR/final does not hold a checkpoint yet, it pre-trains one
+with ``openmimo pretrain`` on ``--build-config`` (default configs/spec.yaml: a 16-layer, 768-wide MiMo with three
+MTP layers trained jointly, on the embedded world, about two minutes on one H100/H200; ``--build-set key=value``
+overrides its keys), then measures that checkpoint on the first ``--num-prompts`` of the world's held-out math
+problems (DIR/data/world/math/test.jsonl, level 1 first).  The drafts are the trained MTP layers' own: nothing
+is forced.  A second run on the same DIR reuses the checkpoint.
 
 For each batch size B the engine runs with ``max_slots=B`` over the same ``--num-prompts`` prompts
 (continuous batching: at B=1 they run one after another), once plain (``spec_k=0``) and once per
@@ -76,6 +84,30 @@ def build_tiny(folder: Path, n_mtp: int = 2) -> Path:
     lines.append(json.dumps({"prompt": "Problem: What is 2 + 2?\nSolution:"}))
     prompts.write_text("\n".join(lines) + "\n")
     return prompts
+
+
+def build_checkpoint(run_dir: Path, config: str, overrides: list[str]) -> tuple[Path, Path, dict]:
+    """Pre-train ``config`` into ``run_dir`` unless ``run_dir``/final already holds a model; returns (checkpoint,
+    held-out math prompts, {"build_seconds", "cached", "eval"})."""
+    from openmimo.config import load
+    from openmimo.train.config import PretrainConfig
+    from openmimo.train.data import WorldRunData
+    from openmimo.train.pretrain import main as pretrain
+
+    final = run_dir / "final"
+    prompts = WorldRunData.of_run(run_dir).world / "math" / "test.jsonl"
+    if (final / "config.json").is_file() and prompts.is_file():
+        print(f"build: reusing {final}", file=sys.stderr, flush=True)
+        return final, prompts, {"build_seconds": 0.0, "cached": True, "eval": None}
+    cfg = load(PretrainConfig, config, [f"train.out_dir={run_dir}", *overrides])
+    t0 = time.perf_counter()
+    result = pretrain(cfg, overwrite=True)
+    seconds = time.perf_counter() - t0
+    print(f"build: {result['tokens']} tokens, {result['train_time_s']:.0f} s of training, {seconds:.0f} s in all; "
+          f"MTP accuracy per depth {[round(a, 3) for a in result['eval'].get('mtp_acc', [])]}",
+          file=sys.stderr, flush=True)
+    return final, prompts, {"build_seconds": seconds, "cached": False, "eval": result["eval"],
+                            "tokens": result["tokens"], "train_seconds": result["train_time_s"]}
 
 
 def read_prompts(path, tok, limit: int, max_prompt_len: int) -> list[list[int]]:
@@ -153,6 +185,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="HF-layout checkpoint folder with trained MTP layers and a tokenizer")
     ap.add_argument("--prompts", help="JSONL: records with 'problem' (formatted by math_prompt) or 'prompt'")
+    ap.add_argument("--build", metavar="DIR", help="pre-train the measured model into DIR first (reused when "
+                    "DIR/final exists); prompts default to its world's held-out math problems")
+    ap.add_argument("--build-config", default=str(Path(__file__).resolve().parents[1] / "configs" / "spec.yaml"),
+                    help="pre-training config of --build (default configs/spec.yaml)")
+    ap.add_argument("--build-set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of --build-config")
     ap.add_argument("--tiny", action="store_true", help="CPU dry run on a tiny random model in a temp folder "
                     "(caps: 24 new tokens, 4 prompts, batch 4)")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 16])
@@ -179,8 +216,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", help="default cuda when available (cpu with --tiny)")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args(argv)
-    if not args.tiny and not (args.model and args.prompts):
-        ap.error("--model and --prompts are required (or --tiny)")
+    if not args.tiny and not args.build and not (args.model and args.prompts):
+        ap.error("--model and --prompts are required (or --build DIR, or --tiny)")
     device = torch.device(args.device or ("cpu" if args.tiny or not torch.cuda.is_available() else "cuda"))
     dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
@@ -193,8 +230,14 @@ def main(argv=None) -> int:
     import openmimo
     from openmimo.infer.engine import Engine, SamplingParams
 
-    tmp = None
-    if args.tiny:
+    t_bench = time.perf_counter()
+
+    tmp, build = None, None
+    if args.build:
+        model_path, prompts_file, build = build_checkpoint(Path(args.build), args.build_config, args.build_set)
+        if args.prompts:
+            prompts_file = Path(args.prompts)
+    elif args.tiny:
         tmp = tempfile.TemporaryDirectory(prefix="bench_spec_tiny_")
         prompts_file = build_tiny(Path(tmp.name))
         model_path = Path(tmp.name)
@@ -203,6 +246,9 @@ def main(argv=None) -> int:
     else:
         model_path, prompts_file = Path(args.model), Path(args.prompts)
 
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the build's training state
     model = openmimo.load_model(model_path, dtype=dtype, device=device)
     tok = openmimo.load_tokenizer(model_path)
     cfg = model.config
@@ -238,11 +284,12 @@ def main(argv=None) -> int:
                 engine.generate([warm], SamplingParams(max_new_tokens=n_warm, temperature=temp, seed=0))
             engine.generate(prompts, SamplingParams(max_new_tokens=2, temperature=0, seed=0))  # prefill shapes
             sync(device)
-            print(f"batch {b} k {k}: warm-up (compilation) {time.perf_counter() - t_warm:.1f} s",
+            t_warm = time.perf_counter() - t_warm
+            print(f"batch {b} k {k}: warm-up (compilation) {t_warm:.1f} s",
                   file=sys.stderr, flush=True)
             for temp in args.temperatures:
                 r = timed_run(engine, prompts, temp, new_tokens, stop_ids)
-                r.update(batch=b, k=k, temperature=temp)
+                r.update(batch=b, k=k, temperature=temp, warmup_seconds=t_warm)
                 if k == 0:
                     plain[temp] = r
                 base = plain.get(temp)
@@ -293,6 +340,12 @@ def main(argv=None) -> int:
               f"{fx(r['speedup'])} | {r['e2e_tok_s']:.1f} | {fx(r['e2e_speedup'])} | "
               f"{1e3 * r['prefill_seconds'] / len(prompts):.1f} | {acc} | {mal} | "
               f"{r['greedy_match'] or '-'} |")
+    wall = time.perf_counter() - t_bench
+    if build is not None:
+        how = "reused" if build["cached"] else (f"pre-trained here: {build['tokens']} tokens, "
+                                               f"{build['train_seconds']:.0f} s of training")
+        print(f"\nModel: {how}; build {build['build_seconds']:.0f} s, measurement "
+              f"{wall - build['build_seconds']:.0f} s, whole bench {wall:.0f} s of wall time")
     checked = sum(1 for r in rows if r["greedy_match"] is not None)
     if mismatches:
         print(f"\nMISMATCH: {mismatches} greedy speculative sequences differ from plain greedy "
@@ -302,7 +355,8 @@ def main(argv=None) -> int:
               f"{checked * len(prompts)} sequences)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump([{k: v for k, v in r.items() if k != "outputs"} for r in rows], f, indent=1)
+            json.dump({"rows": [{k: v for k, v in r.items() if k != "outputs"} for r in rows], "build": build,
+                       "wall_seconds": wall, "device": name, "model": str(model_path)}, f, indent=1)
     if tmp is not None:
         tmp.cleanup()
     return 1 if mismatches else 0
