@@ -87,7 +87,7 @@ def _local(node) -> str:
 
 
 def _kids(node) -> list:
-    return [c for c in node.child_nodes if c.type == NodeType.ELEMENT]
+    return [c for c in node.child_nodes[:] if c.type == NodeType.ELEMENT]
 
 
 def _cat(parts: list[str]) -> str:

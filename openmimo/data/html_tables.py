@@ -85,7 +85,7 @@ def table_markdown(node, is_block: Callable[[str], bool]) -> str | None:
     rows = []
     total = 0
     for tr in node.query_selector_all("tr")[:]:
-        cells = [c for c in tr.child_nodes if c.type == tr.type and c.tag in ("td", "th")]
+        cells = [c for c in tr.child_nodes[:] if c.type == tr.type and c.tag in ("td", "th")]
         if not cells:
             continue
         row = []
