@@ -22,7 +22,9 @@ from resiliparse.parse.html import HTMLTree, NodeType
 from openmimo.data.html_math import asciimath_to_latex, image_tex, mathjax_delimiters, mathml_to_latex
 from openmimo.data.html_tables import code_language, code_text, table_markdown
 
-P_OPEN, P_CLOSE = "\ue000", "\ue001"  # private-use characters: never in real text, kept verbatim by Resiliparse
+# Private-use characters: never in real text, kept verbatim by Resiliparse.  Not U+E000: a str scan for a code
+# point whose low byte is 0 hits the high byte of every ASCII character (0.07 ms a page instead of 0.015).
+P_OPEN, P_CLOSE = "\ue0fe", "\ue0fb"
 _PLACEHOLDER = re.compile(P_OPEN + r"(\d+)" + P_CLOSE)
 _WS = re.compile(r"\s+")
 
