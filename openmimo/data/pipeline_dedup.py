@@ -35,7 +35,7 @@ from openmimo.data.minhash import UnionFind, text_band_keys
 from openmimo.data.pipeline_config import DataPipelineConfig
 from openmimo.data.pipeline_readers import write_json_atomic
 from openmimo.data.texthash import mix64
-from openmimo.data.urls import normalize_url
+from openmimo.data.urls import url_keys
 
 KEY_DTYPE = np.dtype([("kind", "u1"), ("key", "<u8"), ("prio", "<i8"), ("tie", "<u8"), ("src", "<u2"),
                       ("rank", "<u4"), ("idx", "<u4")])
@@ -43,6 +43,7 @@ REMOVE_DTYPE = np.dtype([("idx", "<u4"), ("reason", "u1")])
 KINDS = ("url", "exact", "near")
 REASONS = ("url_duplicate", "exact_duplicate", "near_duplicate")
 NO_DATE = 1 << 62  # priority of a document without a date under 'newest' (after every dated one)
+URL_BATCH = 1 << 16  # URLs normalised and hashed in one column-wise call (many batches of documents)
 
 
 def hash64(text: str) -> int:
@@ -93,13 +94,15 @@ class PrepareDocs(PipelineStep):
             return a
 
         if cfg.dedup.url:
-            has = np.array([bool(d.get("url")) for d in batch])
-            ukey = np.array([hash64(normalize_url(d["url"])) if d.get("url") else 0 for d in batch], dtype=np.uint64)
+            has = np.array([bool(d.get("url")) for d in batch], dtype=bool)
             if cfg.dedup.url_priority == "newest":
                 prio = np.array([date_priority(d.get("date")) for d in batch], dtype=np.int64)
             else:
                 prio = -length
-            out.append(rec(0, ukey, prio, has))
+            # the keys (hash64 of the normalised URL) come later, from _fill_url_keys: many batches at once
+            urls = rec(0, np.zeros(n, np.uint64), prio, has)
+            self._pending_urls.append((urls, [d["url"] for d in batch if d.get("url")]))
+            out.append(urls)
         # among exact and near duplicates, a source listed earlier wins, then the longer text
         rank_prio = src.astype(np.int64) * (1 << 40) - length
         if cfg.dedup.exact:
@@ -124,8 +127,19 @@ class PrepareDocs(PipelineStep):
                     out.append(rec(2, full[:, b], rank_prio, mask & (full[:, b] != 0)))
         return out
 
+    def _fill_url_keys(self) -> None:
+        """Fill in the keys of the URL records that :meth:`_keys` left at 0: one column-wise
+        :func:`~openmimo.data.urls.url_keys` call (``hash64(normalize_url(url))`` of each) over all their URLs."""
+        pending, self._pending_urls = self._pending_urls, []
+        keys = url_keys([u for _, urls in pending for u in urls])
+        pos = 0
+        for recs, urls in pending:
+            recs["key"] = keys[pos:pos + len(urls)]
+            pos += len(urls)
+
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         work = Path(self.work)
+        self._pending_urls: list[tuple[np.ndarray, list[str]]] = []
         docs_path = work / "docs" / f"{rank:05d}.jsonl"
         docs_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = docs_path.with_name(docs_path.name + f".tmp-{os.getpid()}")
@@ -142,6 +156,8 @@ class PrepareDocs(PipelineStep):
                 parts.extend(self._keys(batch, rank, n))
                 n += len(batch)
                 batch = []
+                if sum(len(urls) for _, urls in self._pending_urls) >= URL_BATCH:
+                    self._fill_url_keys()
 
             for doc in data or ():
                 src = doc.metadata["source"]
@@ -158,6 +174,7 @@ class PrepareDocs(PipelineStep):
                     flush()
             if batch:
                 flush()
+        self._fill_url_keys()
         keys = np.concatenate(parts) if parts else np.zeros(0, KEY_DTYPE)
         bucket = keys["key"] % np.uint64(self.cfg.buckets)
         for b in range(self.cfg.buckets):

@@ -1,7 +1,8 @@
 """URL normalisation for global URL dedup: two spellings of one page get one key.
 
-:func:`normalize_url` gives the key of one URL (a column-wise Polars version measured no faster, see
-docs/benchmarks.md):
+:func:`normalize_url` gives the key of one URL, and is the oracle of the column-wise versions
+:func:`normalize_urls` (the keys of many URLs) and :func:`url_keys` (their 64-bit hashes, as the dedup stage
+stores them), which give exactly its result for every input:
 
 - scheme and host are lower-cased, and ``https`` counts as ``http`` (the same page served both ways);
 - user info and the default port (``:80`` for http, ``:443`` for https) are dropped;
@@ -12,11 +13,34 @@ docs/benchmarks.md):
 
 Text that is not an absolute ``scheme://host`` URL normalises to itself stripped of surrounding whitespace
 (it still dedups by exact spelling).
+
+The column-wise path is a few dozen Polars string expressions over the whole batch (no Python per URL but the
+final hash): strip, one anchored regex for ``scheme://host``, lower-case it, cut the path and the query out of
+the UTF-8 bytes at the first ``?``/``#`` and ``#`` (byte offsets from ``str.find``; every cut is at an ASCII
+byte), strip the path's trailing slashes; a query of one or two parameters is filtered and ordered in place,
+a longer one is split on ``&`` into one long column, filtered, sorted by (row, parameter) and gathered back per
+row.  It matches the per-URL function because
+
+- :data:`WHITESPACE` is the set of characters ``str.isspace`` accepts (Rust's whitespace set is another);
+- a URL whose ``scheme://host`` is not ASCII, holds user info (``@``) or ends in ``:80``/``:443`` goes to
+  :func:`normalize_url` itself (rare in crawls), as does a string Polars cannot hold (a lone surrogate):
+  lower-casing beyond ASCII follows the Unicode version of the runtime, and Python's and Rust's may differ;
+- a parameter is tracking when it matches :data:`_TRACKING_RE`, each letter of the names in either case and
+  ``k`` also as the Kelvin sign (U+212A): the only characters whose ``str.lower()`` is ASCII are ASCII and that
+  sign (a test checks every code point), and none lowers to ``=``, so this is exactly
+  ``name.lower() in TRACKING or name.lower().startswith("utm_")`` without lower-casing anything;
+- Polars compares strings by their UTF-8 bytes, which is code-point order, as Python's ``sorted``.
+
+:func:`url_keys` below :data:`MIN_BATCH` URLs runs the per-URL function (Polars' fixed cost per call is larger).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from typing import Sequence
+
+import numpy as np
 
 TRACKING = ("fbclid", "gclid", "dclid", "msclkid", "yclid", "igshid", "mc_cid", "mc_eid", "_ga", "_gl", "ref_src",
             "spm", "ncid", "cmpid")
@@ -46,3 +70,140 @@ def normalize_url(url: str) -> str:
     path = path.rstrip("/")
     params = sorted(p for p in query.split("&") if not _tracking(p))
     return f"{scheme}://{host}{path}" + ("?" + "&".join(params) if params else "")
+
+
+# ---- column-wise: many URLs at once ----------------------------------------------------------------------
+WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())  # what str.strip() strips
+_SCHEME_HOST = r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*"  # _URL's groups 1 and 2, with the "://"
+
+KELVIN = "\u212a"
+
+
+def _any_case(name: str) -> str:
+    """A regex of the strings whose ``str.lower()`` is ``name`` (ASCII): each letter in either case, ``k`` also as
+    the Kelvin sign (U+212A), the one non-ASCII character whose lower case is ASCII (a test checks all)."""
+    return "".join("[" + c + c.upper() + KELVIN * (c == "k") + "]" if c.isalpha() else re.escape(c) for c in name)
+
+
+# a parameter is tracking when its name (before the first '=') lower-cased is in TRACKING or starts with a prefix
+_TRACKING_RE = (r"^(?:" + "|".join(map(_any_case, TRACKING)) + r")(?:=|$)|^(?:"
+                + "|".join(map(_any_case, TRACKING_PREFIXES)) + ")")
+_BLAKE = hashlib.blake2b(digest_size=8)
+MIN_BATCH = 1024  # below this many URLs the per-URL function is faster (Polars' fixed cost is ~2 ms a call)
+
+
+def _key_series(urls: Sequence[str]):
+    """``(keys, slow)``: a Polars String series of :func:`normalize_url` of each URL, except at the indices
+    ``slow`` (those the column-wise path does not handle: see the module docstring), whose values are not to be
+    used."""
+    import polars as pl
+
+    f = pl.col
+    try:
+        col = pl.Series("u", urls, dtype=pl.String, strict=True)
+        bad = []
+    except Exception:  # a lone surrogate (or not a string): those go to the per-URL function
+        bad = [i for i, u in enumerate(urls) if not isinstance(u, str) or not _encodable(u)]
+        skip = set(bad)
+        col = pl.Series("u", ["" if i in skip else u for i, u in enumerate(urls)], dtype=pl.String)
+    lf = pl.DataFrame([col]).lazy().with_columns(u=f("u").str.strip_chars(WHITESPACE))
+    lf = lf.with_columns(sh=f("u").str.extract(_SCHEME_HOST, 0))
+    sh, u = f("sh"), f("u")
+    # byte offsets: the host ends where sh does, the path at the first '?' or '#' (neither is in sh), the query at
+    # the first '#'; the pieces are cut from the UTF-8 bytes (every cut is at an ASCII byte)
+    lf = lf.with_columns(
+        sh=sh.str.to_lowercase(), he=sh.str.len_bytes(), pe=u.str.find(r"[?#]"), hp=u.str.find("#", literal=True),
+        n=u.str.len_bytes(), raw=u.cast(pl.Binary),
+        # non-ASCII scheme://host, user info, a port that may be the default one: the per-URL function
+        slow=sh.str.contains(r"[^\x00-\x7f]|@|:80$|:443$"))
+    pe = f("pe").fill_null(f("n"))
+    path = f("raw").bin.slice(f("he"), pe - f("he")).cast(pl.String).str.strip_chars_end("/")
+    has_query = f("sh").is_not_null() & f("pe").is_not_null() & (f("hp").is_null() | (f("hp") > f("pe")))
+    lf = lf.with_columns(path=path, q=pl.when(has_query).then(
+        f("raw").bin.slice(f("pe") + 1, f("hp").fill_null(f("n")) - f("pe") - 1).cast(pl.String)))
+    # a query of one or two parameters (most of them) is done here, longer ones by _long_queries: a and b are
+    # its parameters where kept (else null), in order
+    lf = lf.with_columns(sp=f("q").str.splitn("&", 3))
+    p0, p1, more = (f("sp").struct.field(k) for k in ("field_0", "field_1", "field_2"))
+    more = more.is_not_null()
+    lf = lf.with_columns(long=pl.when(more).then(f("q")), a=pl.when(~more & _kept(p0)).then(p0),
+                         b=pl.when(~more & _kept(p1)).then(p1))
+    lo = pl.min_horizontal("a", "b")
+    hi = pl.when(f("a").is_not_null() & f("b").is_not_null()).then(pl.max_horizontal("a", "b"))
+    https = f("sh").str.starts_with("https://")
+    key = pl.concat_str([pl.when(https).then(pl.lit("http")),
+                         pl.when(https).then(f("sh").str.slice(5)).otherwise(f("sh")), f("path"),
+                         pl.concat_str([pl.lit("?"), lo]), pl.concat_str([pl.lit("&"), hi])], ignore_nulls=True)
+    main = lf.select(key=pl.when(f("sh").is_null()).then(f("u")).otherwise(key), slow=f("slow"),
+                     long=f("long")).collect()
+    keys = main["key"]
+    if main["long"].null_count() < main.height:
+        keys = _long_queries(keys, main["long"])
+    slow = np.flatnonzero(main["slow"].fill_null(False).to_numpy()).tolist()
+    slow = sorted(set(slow).union(bad)) if bad else slow
+    return keys, slow
+
+
+def _kept(p):
+    """Whether a query parameter stays: not empty and not tracking (a Polars expression on a String column)."""
+    return (p != "") & ~p.str.contains(_TRACKING_RE)
+
+
+def _long_queries(keys, query):
+    """``keys`` with ``"?" + sorted kept parameters joined by "&"`` appended where ``query`` is not null (queries
+    of three or more parameters): split into one long column of parameters, filtered, sorted by (row, parameter)
+    and gathered back per row."""
+    import polars as pl
+
+    f = pl.col
+    tails = (pl.DataFrame([query.alias("q")]).lazy().with_row_index("i").filter(f("q").is_not_null())
+             .select("i", p=f("q").str.split("&")).explode("p")
+             .filter(_kept(f("p"))).sort(["i", "p"]).group_by("i").agg("p")  # a group keeps the frame's (sorted) order
+             .select("i", t=pl.concat_str([pl.lit("?"), f("p").list.join("&")]))).collect()
+    return keys.scatter(tails["i"], keys.gather(tails["i"]) + tails["t"])
+
+
+def _encodable(u: str) -> bool:
+    try:
+        u.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def normalize_urls(urls: Sequence[str]) -> list[str]:
+    """``[normalize_url(u) for u in urls]``, column-wise (see the module docstring)."""
+    if len(urls) < MIN_BATCH:
+        return [normalize_url(u) for u in urls]
+    keys, slow = _key_series(urls)
+    out = keys.to_list()
+    for i in slow:
+        out[i] = normalize_url(urls[i])
+    return out
+
+
+def url_keys(urls: Sequence[str]) -> np.ndarray:
+    """uint64 dedup keys of ``urls``: the 8-byte BLAKE2b of each :func:`normalize_url` (UTF-8, lone surrogates
+    passed through), little-endian — ``openmimo.data.pipeline_dedup.hash64(normalize_url(u))``, column-wise."""
+    import polars as pl
+
+    copy = _BLAKE.copy
+    if len(urls) < MIN_BATCH:
+        return np.array([int.from_bytes(_hash(copy, normalize_url(u)), "little") for u in urls], dtype=np.uint64)
+    keys, slow = _key_series(urls)
+    out = []
+    append = out.append
+    for b in keys.cast(pl.Binary).to_list():
+        h = copy()
+        h.update(b)
+        append(h.digest())
+    res = np.frombuffer(b"".join(out), dtype="<u8").astype(np.uint64)
+    for i in slow:
+        res[i] = int.from_bytes(_hash(copy, normalize_url(urls[i])), "little")
+    return res
+
+
+def _hash(copy, key: str) -> bytes:
+    h = copy()
+    h.update(key.encode("utf-8", "surrogatepass"))
+    return h.digest()
