@@ -126,7 +126,7 @@ def bench_urls(n=200_000, passes=5):
     ``np.unique(return_index=True)`` as before, for comparison with earlier rows."""
     import polars as pl
 
-    from openmimo.data.pipeline_dedup import hash64
+    from openmimo.data.texthash import hash64
     from openmimo.data.urls import normalize_url, url_keys
 
     r = random.Random(0)

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("polars")
 
 from openmimo.data import urls as U  # noqa: E402
-from openmimo.data.pipeline_dedup import hash64  # noqa: E402
+from openmimo.data.texthash import hash64  # noqa: E402
 from openmimo.data.urls import MIN_BATCH, TRACKING, normalize_url, normalize_urls, url_keys  # noqa: E402
 
 TRUTH = [
@@ -144,3 +144,13 @@ def test_prepare_docs_url_keys_equal_the_per_url_keys(tmp_path, monkeypatch):
     want = [(i, hash64(normalize_url(u))) for i, u in enumerate(urls) if i % 7 and u]
     assert url["idx"].tolist() == [i for i, _ in want]
     assert url["key"].tolist() == [k for _, k in want]
+
+
+def test_hash64_values_are_pinned():
+    """Dedup keys are saved per task and read back by --resume: the hash of a string never changes (hand-computed
+    BLAKE2b, 8 bytes, little-endian, lone surrogates passed through), for the per-string and the encoded paths."""
+    from openmimo.data.texthash import hash64_encoded
+
+    assert hash64("http://e.com/a") == 600893629769916925
+    assert hash64("a\udc80b") == 17564911657457786530
+    assert hash64_encoded([b"http://e.com/a"]).tolist() == [600893629769916925]

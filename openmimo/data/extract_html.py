@@ -22,8 +22,8 @@ from resiliparse.parse.html import HTMLTree, NodeType
 from openmimo.data.html_math import asciimath_to_latex, image_tex, mathjax_delimiters, mathml_to_latex
 from openmimo.data.html_tables import code_language, code_text, table_markdown
 
-# Private-use characters: never in real text, kept verbatim by Resiliparse.  Not U+E000: a str scan for a code
-# point whose low byte is 0 hits the high byte of every ASCII character (0.07 ms a page instead of 0.015).
+# Private-use characters: never in real text, kept verbatim by Resiliparse.  Their low bytes are not 0: a str
+# scan for such a code point would stop at the high byte of every ASCII character.
 P_OPEN, P_CLOSE = "\ue0fe", "\ue0fb"
 _PLACEHOLDER = re.compile(P_OPEN + r"(\d+)" + P_CLOSE)
 _WS = re.compile(r"\s+")
@@ -382,9 +382,7 @@ def extract_html(data: bytes | str, page_id: str = "", url: str | None = None) -
 
     ``boilerplate_chars`` counts the visible characters of the page that the main text leaves out: the length of
     the body's rendered text (its DOM ``innerText`` before any placeholder or removal: no scripts, styles or alt
-    texts, line breaks between blocks as in ``text``) less the length of ``text``, at least 0.  (Until 2026-12-03
-    the visible text was a second, whitespace-collapsed Resiliparse extraction of the whole page, which joined
-    blocks with one space: the counter then read about 12% lower on the development pages.)"""
+    texts, line breaks between blocks as in ``text``) less the length of ``text``, at least 0."""
     text_in, encoding, exact = _decode(data)
     if P_OPEN in text_in or P_CLOSE in text_in:  # the page's own private-use characters would read as placeholders
         text_in = text_in.replace(P_OPEN, "").replace(P_CLOSE, "")

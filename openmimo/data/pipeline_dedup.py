@@ -21,7 +21,6 @@ Every file is written under a temporary name and renamed, so a task killed midwa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -34,7 +33,7 @@ from datatrove.pipeline.base import PipelineStep
 from openmimo.data.minhash import UnionFind, text_band_keys
 from openmimo.data.pipeline_config import DataPipelineConfig
 from openmimo.data.pipeline_readers import write_json_atomic
-from openmimo.data.texthash import mix64
+from openmimo.data.texthash import hash64, mix64
 from openmimo.data.urls import url_keys
 
 KEY_DTYPE = np.dtype([("kind", "u1"), ("key", "<u8"), ("prio", "<i8"), ("tie", "<u8"), ("src", "<u2"),
@@ -44,10 +43,6 @@ KINDS = ("url", "exact", "near")
 REASONS = ("url_duplicate", "exact_duplicate", "near_duplicate")
 NO_DATE = 1 << 62  # priority of a document without a date under 'newest' (after every dated one)
 URL_BATCH = 1 << 16  # URLs normalised and hashed in one column-wise call (many batches of documents)
-
-
-def hash64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 def doc_key(source: str, doc_id: str) -> int:

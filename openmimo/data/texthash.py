@@ -26,6 +26,7 @@ ASCII's (e.g. U+00A0) is part of a word here, unlike ``str.split`` (the oracle m
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Sequence
 
@@ -37,6 +38,27 @@ _Q = np.uint64(0x9E3779B97F4A7C15)  # word-level polynomial base (odd)
 _MASK = (1 << 64) - 1
 OPERATORS = b"+-*/=^<>%"  # mode "alnum": math operators are words of their own (so "-36" is not "36")
 _OP_SPLIT = re.compile(rb"[" + re.escape(OPERATORS) + rb"]|[^" + re.escape(OPERATORS) + rb"]+")
+
+
+_BLAKE64 = hashlib.blake2b(digest_size=8)
+
+
+def hash64(text: str) -> int:
+    """The 64-bit key of a string (dedup keys, document keys): the 8-byte BLAKE2b of its UTF-8, lone surrogates
+    passed through, read little-endian."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+def hash64_encoded(items) -> np.ndarray:
+    """uint64 array of :func:`hash64` of each string, given as its UTF-8 bytes (one BLAKE2b state copied per
+    item instead of built)."""
+    copy, out = _BLAKE64.copy, []
+    append = out.append
+    for b in items:
+        h = copy()
+        h.update(b)
+        append(h.digest())
+    return np.frombuffer(b"".join(out), dtype="<u8").astype(np.uint64)
 
 
 def _table(mode: str) -> np.ndarray:

@@ -36,11 +36,12 @@ row.  It matches the per-URL function because
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Sequence
 
 import numpy as np
+
+from openmimo.data.texthash import hash64, hash64_encoded
 
 TRACKING = ("fbclid", "gclid", "dclid", "msclkid", "yclid", "igshid", "mc_cid", "mc_eid", "_ga", "_gl", "ref_src",
             "spm", "ncid", "cmpid")
@@ -88,7 +89,6 @@ def _any_case(name: str) -> str:
 # a parameter is tracking when its name (before the first '=') lower-cased is in TRACKING or starts with a prefix
 _TRACKING_RE = (r"^(?:" + "|".join(map(_any_case, TRACKING)) + r")(?:=|$)|^(?:"
                 + "|".join(map(_any_case, TRACKING_PREFIXES)) + ")")
-_BLAKE = hashlib.blake2b(digest_size=8)
 MIN_BATCH = 1024  # below this many URLs the per-URL function is faster (Polars' fixed cost is ~2 ms a call)
 
 
@@ -183,27 +183,14 @@ def normalize_urls(urls: Sequence[str]) -> list[str]:
 
 
 def url_keys(urls: Sequence[str]) -> np.ndarray:
-    """uint64 dedup keys of ``urls``: the 8-byte BLAKE2b of each :func:`normalize_url` (UTF-8, lone surrogates
-    passed through), little-endian — ``openmimo.data.pipeline_dedup.hash64(normalize_url(u))``, column-wise."""
-    import polars as pl
-
-    copy = _BLAKE.copy
+    """uint64 dedup keys of ``urls``: :func:`~openmimo.data.texthash.hash64` of each :func:`normalize_url`,
+    column-wise."""
     if len(urls) < MIN_BATCH:
-        return np.array([int.from_bytes(_hash(copy, normalize_url(u)), "little") for u in urls], dtype=np.uint64)
+        return np.array([hash64(normalize_url(u)) for u in urls], dtype=np.uint64)
+    import polars as pl  # the data extra's; a small batch does without it
+
     keys, slow = _key_series(urls)
-    out = []
-    append = out.append
-    for b in keys.cast(pl.Binary).to_list():
-        h = copy()
-        h.update(b)
-        append(h.digest())
-    res = np.frombuffer(b"".join(out), dtype="<u8").astype(np.uint64)
+    res = hash64_encoded(keys.cast(pl.Binary).to_list())
     for i in slow:
-        res[i] = int.from_bytes(_hash(copy, normalize_url(urls[i])), "little")
+        res[i] = hash64(normalize_url(urls[i]))
     return res
-
-
-def _hash(copy, key: str) -> bytes:
-    h = copy()
-    h.update(key.encode("utf-8", "surrogatepass"))
-    return h.digest()
