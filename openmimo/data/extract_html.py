@@ -7,8 +7,10 @@ boilerplate Resiliparse's main-content heuristics miss (cookie banners, share ba
 Resiliparse's C++ extractor select the main content and lay out the blocks, and finally turns the page's TeX
 delimiters into ``$..$`` / ``$$..$$`` and the placeholders back into ``$tex$``, ``$$tex$$``, fenced code,
 backtick spans and markdown tables.  So the expensive walk runs in C++ and Python touches only the elements that
-need it.  The record (:func:`extract_html` returns it) carries per-page counters; the CLI reads directories,
-files, JSONL page dumps (the tiny world's ``html/pages.jsonl``) and WARC files (see :mod:`openmimo.data.extract_io`).
+need it.  Runs of short text blocks (menus, widgets, user panels that main-content selection kept) are dropped
+from the laid-out text; code, formulas and tables never are.  The record (:func:`extract_html` returns it) carries
+per-page counters; the CLI reads directories, files, JSONL page dumps (the tiny world's ``html/pages.jsonl``) and
+WARC files (see :mod:`openmimo.data.extract_io`).
 """
 
 from __future__ import annotations
@@ -37,10 +39,14 @@ BOILERPLATE_CLASSES = ("share shares sharing share-buttons share-bar share-links
                        "paywall").split()
 _NOT_ROOT = ":not(html):not(body):not(main):not(article)"
 # Skipped by Resiliparse's C++ walk itself: whole class names (a substring match would hit "selectionShareable"
-# paragraphs) and a few unambiguous substrings.
+# paragraphs), a few unambiguous substrings, the pop-up widget classes of the common UI kits (popovers, dropdown
+# menus, tooltips: hidden until a click or hover, so never the page's text) and anchors that run a script instead
+# of pointing somewhere (vote, reply, report and pay buttons).
 SKIP = [f'[class~="{c}" i]{_NOT_ROOT}' for c in BOILERPLATE_CLASSES] + [
     f"{sel}{_NOT_ROOT}" for sel in ('[class*="newsletter" i]', '[class*="breadcrumb" i]', '[class*="addthis" i]',
-                                    '[class*="sharedaddy" i]', '[id="related" i]', '[id="respond" i]')]
+                                    '[class*="sharedaddy" i]', '[id="related" i]', '[id="respond" i]',
+                                    '[class*="popover" i]', '[class*="dropdown" i]', '[class*="tooltip" i]',
+                                    'a[href^="javascript:" i]')]
 # Consent dialogs: matched by substrings that also name page wrappers (<div class="has-cookie-bar">), so they are
 # removed in Python, only below a size (CONSENT_MAX_CHARS) and only on pages whose source has a needle.
 CONSENT_NEEDLES = {b"cookie": '[id*="cookie" i], [class*="cookie" i]', b"consent": '[id*="consent" i], [class*="consent" i]',
@@ -338,14 +344,17 @@ def _fill(text: str, page: Page, counts: dict) -> str:
 
 
 def _tidy(text: str) -> str:
-    """Strip prose lines (never code lines), bullets as ``- ``, at most one blank line in a row outside code."""
+    """Strip prose lines (never code lines), bullets as ``- ``, at most one blank line in a row outside code, runs
+    of short blocks dropped (:func:`_drop_short_runs`)."""
     lines: list[str] = []
+    fixed: list[bool] = []  # per line: code, a fence, a formula, inline code or a table row: never a short block
     fence = None
     for line in text.split("\n"):
         mark = line.strip()
         if fence is None and mark.startswith(("```", "~~~~")):
             fence = mark[:3] if mark.startswith("```") else mark[:4]
             lines.append(mark)
+            fixed.append(True)
             continue
         if fence is not None:
             if mark == fence:
@@ -353,16 +362,54 @@ def _tidy(text: str) -> str:
                 lines.append(mark)
             else:
                 lines.append(line)
+            fixed.append(True)
             continue
         if mark.startswith("\u2022 "):
             mark = "- " + mark[2:]
         if mark or (lines and lines[-1]):
             lines.append(mark)
-    return "\n".join(_after_lead(lines)).strip("\n")
+            fixed.append(mark.startswith("|") or "`" in mark or "$" in mark or "\\(" in mark or "\\[" in mark)
+    return "\n".join(_after_lead(_drop_short_runs(lines, fixed))).strip("\n")
 
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 LEAD_WORDS = 30  # a line this long (words + CJK characters) before the title is content, not page furniture
+SHORT_WORDS = 8  # a text block with fewer words (+ CJK characters) is short: a link, label, menu item or counter
+SHORT_RUN = 4  # this many short blocks in a row, with nothing but blank lines between them, are page furniture
+_RUN = re.compile("s[sb]*")  # over one code per line: s a short block, b a blank line, x anything else
+_CJK_AT_LEAST = [re.compile(f"(?:[^{_CJK.pattern[1:-1]}]*{_CJK.pattern}){{{k}}}") for k in range(SHORT_WORDS + 1)]
+
+
+def _is_short(line: str) -> bool:
+    """Whether ``line`` has fewer than ``SHORT_WORDS`` words + CJK characters (scans stop at the threshold)."""
+    ascii = line.isascii()
+    if ascii and line.count(" ") < SHORT_WORDS - 1 and "\t" not in line:
+        return True
+    words = len(line.split())
+    return words < SHORT_WORDS and (ascii or _CJK_AT_LEAST[SHORT_WORDS - words].match(line) is None)
+
+
+def _drop_short_runs(lines: list[str], fixed: list[bool]) -> list[str]:
+    """Drop every run of at least ``SHORT_RUN`` consecutive short blocks (lines of fewer than ``SHORT_WORDS``
+    words + CJK characters, blank lines between them allowed), the shallow text feature of boilerpipe's and
+    jusText's block classifiers: menus, language pickers, user panels, vote and share widgets and option lists
+    lay out as runs of short blocks, prose as longer ones.  A fixed line (code, fence, formula, inline code, table
+    row) ends a run and is never dropped, and so do a block of ``SHORT_WORDS`` or more and the page's first ``# ``
+    title."""
+    codes = ["x" if f else "s" if line and _is_short(line) else "x" if line else "b" for line, f in zip(lines, fixed)]
+    title = next((i for i, line in enumerate(lines) if line.startswith("# ")), None)
+    if title is not None:
+        codes[title] = "x"
+    runs = [m.span() for m in _RUN.finditer("".join(codes)) if m.group().count("s") >= SHORT_RUN]
+    if not runs:
+        return lines
+    out: list[str] = []  # a run takes its trailing blank lines along, so no two blank lines meet
+    pos = 0
+    for start, end in runs:
+        out += lines[pos:start]
+        pos = end
+    out += lines[pos:]
+    return out
 
 
 def _after_lead(lines: list[str]) -> list[str]:
