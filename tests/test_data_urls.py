@@ -81,6 +81,92 @@ def fuzz_urls(n: int, seed: int = 0) -> list[str]:
     return out
 
 
+def common_urls(n: int, seed: int = 0) -> list[str]:
+    """URLs near the common shape (lower-case http(s), a plain ASCII host): most of them take that path, the
+    rest leave it by one detail (an upper-case letter or '@' or ':' or a non-ASCII letter in the host, an empty
+    host, another scheme, surrounding whitespace), with every path, query and fragment rule."""
+    r = random.Random(seed)
+    schemes = ["http://"] * 15 + ["https://"] * 15 + ["HTTP://", "Https://", "httpx://", "ftp://", "http:/", "https:",
+                                                     "http:///", " http://", "xhttp://"]
+    hosts = ["e.com"] * 20 + ["www.site7.org", "a-b.c_d", "x", "127.0.0.1", "a%20b", "sp ace", "tab\tx", "a\nb",
+                             "~!$'()*+,;=", "E.com", "e.cOm", "u@e.com", "@", "e.com:80", "e.com:443", "e.com:8080",
+                             "[::1]", "b\u00fccher.de", "\u212aelvin.com", "\u0130x.tr", ""]
+    segs = ["a", "B", "post", "\u00e9", "%20", "a b", "", "x.html", "\u03a9", "~u", ";p=1", "&", "a&b", "@", ":80",
+            "?"[:0]]
+    names = (list(TRACKING) + ["utm_source", "UTM_Medium", "utm_", "utm", "xutm_a", "spmx", "_gax",
+             "mscl\u212aid", "\u017fpm", "a", "b", "A", "\u00e9", "", "id", "q", "k\u212a"])
+    vals = ["", "1", "x", "a=b", "?", "\u00e9", "/", "%26"]
+
+    def param():
+        p = _case(r, r.choice(names)) if r.random() < 0.3 else r.choice(names)
+        return p if r.random() < 0.2 else p + "=" + r.choice(vals)
+
+    def query():
+        k = r.choice([0, 0, 0, 1, 1, 2, 2, 2, 3, 5])
+        if k == 0:
+            return r.choice(["", "", "", "?"])
+        return "?" + "&".join(param() for _ in range(k)) + r.choice(["", "", "", "&"])
+
+    out = []
+    for _ in range(n):
+        path = "".join("/" + r.choice(segs) for _ in range(r.randint(0, 3))) + "/" * r.choice([0, 0, 1, 1, 2])
+        frag = r.choice(["", "", "", "#", "#frag", "#a&b=1", "#x?y=1&z", "##", "#\u00e9"])
+        tail = query() + frag if r.random() < 0.85 else frag + query()  # '#' before '?'
+        ws = r.choice([""] * 12 + [" ", "\n", "\u3000", "\x1c"])
+        out.append(r.choice(schemes) + r.choice(hosts) + path + tail + ws)
+    return out
+
+
+COMMON = [  # (url, whether it takes the common shape's path)
+    ("http://e.com/a/", True), ("https://e.com", True), ("https://e.com/?", True), ("http://e.com//#x?y", True),
+    ("http://e.com/a&b?c=1&d", True), ("https://e.com/p?b=2&a=1", True), ("https://e.com/p?a=1&b=2&c", True),
+    ("http://e.com/p?utm_x=1&&", True), ("http://sp ace/", True), ("http://e.com/a\u00e9?\u00e9=1", True),
+    ("https://e.com/a \n", True),  # stripped first
+    ("http://E.com/a", False), ("HTTP://e.com", False), ("http://u@e.com", False), ("http://e.com:8080/", False),
+    ("http://b\u00fccher.de/", False), ("http:///a", False), ("http:/e.com", False), ("httpx://e.com", False),
+    ("\u212a://e.com", False), ("http://\u212a.com", False),
+]
+
+
+def _common_rows(urls) -> set:
+    parts, _ = U._parts(urls)
+    return {i for rows, _, prefix in parts if prefix == "http" for i in rows.tolist()}
+
+
+def test_common_shape_path_is_taken_exactly_where_it_applies():
+    urls = [u for u, _ in COMMON] * (2 * MIN_BATCH // len(COMMON) + 1)
+    common = _common_rows(urls)
+    assert [i in common for i in range(len(COMMON))] == [c for _, c in COMMON]
+    assert normalize_urls(urls) == [normalize_url(u) for u in urls]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_common_shape_path_equals_per_url_function(seed):
+    urls = common_urls(30_000, seed)
+    expected = [normalize_url(u) for u in urls]
+    got = normalize_urls(urls)
+    bad = [(u, g, e) for u, g, e in zip(urls, got, expected) if g != e]
+    assert not bad, bad[:5]
+    assert np.array_equal(url_keys(urls), np.array([hash64(e) for e in expected], dtype=np.uint64))
+    parts, slow = U._parts(urls)
+    common = sum(rows.size for rows, _, prefix in parts if prefix == "http")
+    assert len(urls) * 0.5 < common < len(urls) * 0.9  # both paths take part of the corpus
+    assert sum(rows.size for rows, _, _ in parts) + len(slow) >= len(urls)
+
+
+def test_common_shape_batch_with_few_others():
+    """Fewer than MIN_BATCH URLs of other shapes: those go to the per-URL function, no general column pass."""
+    urls = common_urls(6000, 5)
+    common = _common_rows(urls)
+    others = [i for i in range(len(urls)) if i not in common]
+    drop = set(others[40:])
+    urls = [u for i, u in enumerate(urls) if i not in drop]
+    parts, slow = U._parts(urls)
+    assert all(prefix == "http" for _, _, prefix in parts) and len(slow) == 40
+    assert normalize_urls(urls) == [normalize_url(u) for u in urls]
+    assert np.array_equal(url_keys(urls), np.array([hash64(normalize_url(u)) for u in urls], dtype=np.uint64))
+
+
 def test_batch_equals_truth_table():
     urls = [u for u, _ in TRUTH] * (MIN_BATCH // len(TRUTH) + 1)  # enough for the column-wise path
     assert normalize_urls(urls) == [k for _, k in TRUTH] * (MIN_BATCH // len(TRUTH) + 1)
@@ -95,7 +181,7 @@ def test_batch_equals_per_url_function_on_fuzz_corpus(seed):
     assert not bad, bad[:5]
     # the corpus really exercises the rules: most URLs change
     assert sum(g != u for u, g in zip(urls, got)) > len(urls) // 2
-    keys, slow = U._key_series(urls)
+    keys, slow = U._key_series(U._column(urls)[0])
     # user info, a ':80'/':443' ending and non-ASCII hosts (frequent here) go to the per-URL function
     assert len(slow) < len(urls) * 0.6
 
@@ -154,3 +240,14 @@ def test_hash64_values_are_pinned():
     assert hash64("http://e.com/a") == 600893629769916925
     assert hash64("a\udc80b") == 17564911657457786530
     assert hash64_encoded([b"http://e.com/a"]).tolist() == [600893629769916925]
+    assert hash64_encoded([b"://e.com/a"], prefix=b"http").tolist() == [600893629769916925]
+
+
+def test_hash64_encoded_over_chunks():
+    from openmimo.data import texthash
+    from openmimo.data.texthash import hash64_encoded
+
+    items = [f"http://e.com/{i}".encode() * (i % 5) for i in range(3 * texthash._HASH_CHUNK + 7)]
+    assert hash64_encoded(items).tolist() == [hash64(b.decode()) for b in items]
+    assert hash64_encoded(items, prefix=b"x:").tolist() == [hash64("x:" + b.decode()) for b in items]
+    assert hash64_encoded([]).shape == (0,)

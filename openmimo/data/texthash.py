@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import deque
+from itertools import repeat
 from typing import Sequence
 
 import numpy as np
@@ -41,6 +43,7 @@ _OP_SPLIT = re.compile(rb"[" + re.escape(OPERATORS) + rb"]|[^" + re.escape(OPERA
 
 
 _BLAKE64 = hashlib.blake2b(digest_size=8)
+_HASH_CHUNK = 1024  # items hashed per round of the C-level maps in hash64_encoded (their states stay in cache)
 
 
 def hash64(text: str) -> int:
@@ -49,15 +52,20 @@ def hash64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
-def hash64_encoded(items) -> np.ndarray:
-    """uint64 array of :func:`hash64` of each string, given as its UTF-8 bytes (one BLAKE2b state copied per
-    item instead of built)."""
-    copy, out = _BLAKE64.copy, []
-    append = out.append
-    for b in items:
-        h = copy()
-        h.update(b)
-        append(h.digest())
+def hash64_encoded(items, prefix: bytes = b"") -> np.ndarray:
+    """uint64 array of :func:`hash64` of ``prefix`` + each string, the strings given as their UTF-8 bytes (a
+    sequence of bytes-like objects).  One BLAKE2b state, fed ``prefix`` once, is copied per item; copying,
+    feeding and finishing run as C-level ``map`` calls over chunks of items, no Python bytecode per item."""
+    start = _BLAKE64.copy()
+    start.update(prefix)
+    cls = type(start)
+    copy, update, digest = cls.copy, cls.update, cls.digest
+    out = []
+    for lo in range(0, len(items), _HASH_CHUNK):
+        chunk = items[lo:lo + _HASH_CHUNK]
+        states = list(map(copy, repeat(start, len(chunk))))
+        deque(map(update, states, chunk), maxlen=0)
+        out.append(b"".join(map(digest, states)))
     return np.frombuffer(b"".join(out), dtype="<u8").astype(np.uint64)
 
 
