@@ -13,6 +13,7 @@
 
     OMP_NUM_THREADS=1 RAYON_NUM_THREADS=1 python bench/bench_dedup.py [--docs 4000] [--json out.json]
     python bench/bench_dedup.py --tagger-gpu --docs 20000      # on a GPU machine: the 100M-class tagger
+    python bench/bench_dedup.py --urls-only                    # only the URL dedup
 """
 
 from __future__ import annotations
@@ -223,7 +224,14 @@ def main():
     ap.add_argument("--docs", type=int, default=4000)
     ap.add_argument("--skip-datatrove", action="store_true")
     ap.add_argument("--json", default="")
+    ap.add_argument("--urls-only", action="store_true", help="only the URL normalise + hash + group bench")
     a = ap.parse_args()
+    if a.urls_only:
+        res = {"url_dedup": bench_urls()}
+        print(json.dumps(res, indent=2))
+        if a.json:
+            Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+        return
     docs, planted = corpus(a.docs)
     if a.tagger_gpu:
         res = {"docs": len(docs), "avg_bytes": round(sum(map(len, docs)) / len(docs)), "tagger_gpu": bench_tagger_gpu(docs)}

@@ -140,6 +140,19 @@ def test_common_shape_path_is_taken_exactly_where_it_applies():
     assert normalize_urls(urls) == [normalize_url(u) for u in urls]
 
 
+def test_batches_of_one_shape():
+    """A batch all of the common shape without a query (one part), and one with no URL of that shape."""
+    plain = [f"https://e{i % 7}.com/p/{i}//" for i in range(3000)]
+    parts, slow = U._parts(plain)
+    assert len(parts) == 1 and parts[0][0].size == len(plain) and not slow
+    other = [f"HTTP://E{i % 7}.com/p/{i}/?b=1&a=2&utm_x=3" for i in range(3000)]
+    parts, slow = U._parts(other)
+    assert [prefix for rows, _, prefix in parts if rows.size] == [""]
+    for urls in (plain, other, plain + other):
+        assert normalize_urls(urls) == [normalize_url(u) for u in urls]
+        assert np.array_equal(url_keys(urls), np.array([hash64(normalize_url(u)) for u in urls], dtype=np.uint64))
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_common_shape_path_equals_per_url_function(seed):
     urls = common_urls(30_000, seed)

@@ -135,18 +135,18 @@ def _common_tails(col):
     cut = pl.when(f("common")).then(pe.fill_null(f("n")) - f("k")).otherwise(0)
     base = raw.bin.slice(f("k"), cut).cast(pl.String).str.strip_chars_end("/")
     hq = f("common") & pe.is_not_null() & (hp.is_null() | (hp > pe))
-    main = lf.select(common=f("common"), hq=hq, base=base, q=pl.when(hq).then(
-        raw.bin.slice(pe + 1, hp.fill_null(f("n")) - pe - 1).cast(pl.String))).collect()
+    main = lf.select("u", "pe", "hp", "n", common=f("common"), hq=hq, base=base).collect()
     common, has_query = main["common"].to_numpy(), main["hq"].to_numpy()
     plain, queried = np.flatnonzero(common & ~has_query), np.flatnonzero(has_query)
+    base = main["base"] if plain.size == main.height else main["base"].gather(plain)
+    if not queried.size:
+        return [(plain, base)]
     # a query of one or two parameters is filtered and ordered here (p0, p1: its parameters; a, b: those kept,
     # else null), a longer one by _long_queries
     q = f("q")
-    lf = main.lazy().filter("hq").select("base", "q").with_columns(amp=q.str.find("&", literal=True),
-                                                                  ql=q.str.len_bytes())
-    qb = q.cast(pl.Binary)
-    lf = lf.with_columns(p0=qb.bin.slice(0, f("amp").fill_null(f("ql"))).cast(pl.String),
-                         p1=qb.bin.slice(f("amp") + 1).cast(pl.String))
+    lf = (main.lazy().filter("hq").select("base", q=raw.bin.slice(pe + 1, hp.fill_null(f("n")) - pe - 1)
+                                          .cast(pl.String)).with_columns(sp=q.str.splitn("&", 2)))
+    lf = lf.with_columns(p0=f("sp").struct.field("field_0"), p1=f("sp").struct.field("field_1"))
     p0, p1 = f("p0"), f("p1")
     more = p1.str.contains("&", literal=True).fill_null(False)
     lf = lf.with_columns(long=pl.when(more).then(q), a=pl.when(~more & _kept(p0)).then(p0),
@@ -160,7 +160,6 @@ def _common_tails(col):
     tails = qmain["t"]
     if qmain["long"].null_count() < qmain.height:
         tails = _long_queries(tails, qmain["long"])
-    base = main["base"] if plain.size == main.height else main["base"].gather(plain)
     return [(plain, base), (queried, tails)]
 
 
@@ -238,8 +237,6 @@ def _parts(urls: Sequence[str]):
     """The column-wise keys of ``urls``: ``(parts, slow)``, ``parts`` a list of ``(rows, keys, prefix)``: at
     the int64 indices ``rows`` the keys are ``prefix`` + ``keys`` (a String series); at the indices ``slow`` (a
     list) the per-URL function's (their values in ``parts`` are not to be used)."""
-    import polars as pl
-
     col, bad = _column(urls)
     parts = [(rows, tails, "http") for rows, tails in _common_tails(col)]
     taken = np.zeros(len(urls), dtype=bool)
