@@ -93,17 +93,21 @@ def mimo_config(tiny: bool):
 
 
 def bench_engine(model, batch: int, prompt_len: int, new_tokens: int, compile: bool, overlap: bool | None = None,
-                 kv_buckets: bool = True) -> float:
-    """Engine decode tokens/s by wall clock: (time(N new tokens) - time(1 new token)), like ``bench_hf``."""
+                 kv_buckets: bool = True, scope: str = "step") -> tuple[float, float]:
+    """Engine decode tokens/s by wall clock: (time(N new tokens) - time(1 new token)), like ``bench_hf``; and the
+    warm-up's wall seconds (building the compiled variants)."""
     from openmimo.infer.engine import Engine, SamplingParams
 
     # the prefill is eager (no window graphs to compile): the timing subtracts it
     engine = Engine(model, max_slots=batch, max_len=prompt_len + new_tokens + 8, compile=compile, overlap=overlap,
-                    kv_buckets=kv_buckets, prefill_graph=False, compile_on_request=False)
+                    kv_buckets=kv_buckets, prefill_graph=False, compile_on_request=False, compile_scope=scope)
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g).tolist()
     device = next(model.parameters()).device
+    t_warm = time.perf_counter()
     engine.warmup(keys=[k for k in engine.compiled_variants() if k[0] != "decode" or k[1] == "greedy"])
+    sync(device)
+    t_warm = time.perf_counter() - t_warm
 
     def timed(n):
         sync(device)
@@ -115,7 +119,7 @@ def bench_engine(model, batch: int, prompt_len: int, new_tokens: int, compile: b
     timed(new_tokens)  # warm-up: Triton kernels, allocator
     t1, tn = timed(1), timed(new_tokens)
     assert engine.variants.eager_calls == 0, "a compiled variant was not built by the warm-up"
-    return batch * (new_tokens - 1) / max(tn - t1, 1e-9)
+    return batch * (new_tokens - 1) / max(tn - t1, 1e-9), t_warm
 
 
 def profile_engine(model, batch: int, prompt_len: int, steps: int, trace_dir: str | None = None) -> dict:
@@ -215,7 +219,7 @@ def bench_hf(model, batch: int, prompt_len: int, new_tokens: int, cache: str | N
 
     timed(new_tokens)  # warm-up (and compilation for the static cache)
     t1, tn = timed(1), timed(new_tokens)
-    return batch * (new_tokens - 1) / max(tn - t1, 1e-9)
+    return batch * (new_tokens - 1) / max(tn - t1, 1e-9), t_warm
 
 
 def main(argv=None) -> int:
@@ -231,6 +235,9 @@ def main(argv=None) -> int:
                     help="profile STEPS decode steps per batch size (kernel table, gaps) instead of the benchmark")
     ap.add_argument("--trace-dir", default=None, help="with --profile: write Chrome traces here")
     ap.add_argument("--copy-gib", type=float, default=4.0, help="size of the copy that measures the bandwidth")
+    ap.add_argument("--compile-scope", nargs="+", choices=["step", "block"], default=["step"],
+                    help="engine rows to measure by what torch.compile compiles: the whole decode step ('engine'), "
+                         "or one block per shape with the step captured as one CUDA graph ('engine_block')")
     ap.add_argument("--kv-buckets", choices=["on", "off"], default="off",
                     help="engine decode graphs per power-of-two attention length (on) or one over the capacity "
                          "(off, what `openmimo serve` runs)")
@@ -272,14 +279,17 @@ def main(argv=None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=1))
 
-    for b in args.batch:
+    for scope, b in [(c, b) for c in args.compile_scope for b in args.batch]:
+        side = "engine" if scope == "step" else f"engine_{scope}"
         try:
-            record(b, "engine", bench_engine(model, b, args.prompt_len, args.new_tokens,
-                                             compile=device.type == "cuda" and not args.no_compile,
-                                             overlap=False if args.no_overlap else None,
-                                             kv_buckets=args.kv_buckets == "on"))
+            tok_s, warm = bench_engine(model, b, args.prompt_len, args.new_tokens,
+                                       compile=device.type == "cuda" and not args.no_compile,
+                                       overlap=False if args.no_overlap else None,
+                                       kv_buckets=args.kv_buckets == "on", scope=scope)
+            record(b, side, tok_s)
+            record(b, f"{side}_warmup_s", f"{warm:.1f} s")
         except Exception as e:  # report it and go on with the other batch sizes
-            record(b, "engine", f"error: {type(e).__name__}: {str(e)[:200]}")
+            record(b, side, f"error: {type(e).__name__}: {str(e)[:200]}")
     del model
     gc.collect()
     if device.type == "cuda":
@@ -295,8 +305,9 @@ def main(argv=None) -> int:
     print(f"\nDevice: {name}; torch {torch.__version__}; date {report['date']}; commit {commit}; "
           f"shape {report['shape']} ({dtype}); prompt {args.prompt_len}, {args.new_tokens} new tokens, greedy; "
           f"copy bandwidth {bw / 1e9:.0f} GB/s\n")
-    print("| batch | floor tok/s | engine tok/s | % of floor | HF dynamic tok/s | HF static tok/s | engine / best HF |")
-    print("|---|---|---|---|---|---|---|")
+    print("| batch | floor tok/s | engine tok/s | % of floor | engine, block scope tok/s | % of floor | "
+          "HF dynamic tok/s | HF static tok/s | engine / best HF |")
+    print("|---|---|---|---|---|---|---|---|---|")
     fmt = lambda v: f"{v:.1f}" if isinstance(v, float) else str(v)  # noqa: E731
     for b, r in report["rows"].items():
         hf_vals = [v for k, v in r.items() if k.startswith("hf_") and isinstance(v, float)]
@@ -304,7 +315,9 @@ def main(argv=None) -> int:
         ok = isinstance(eng, float)
         ratio = f"{eng / max(hf_vals):.2f}x" if hf_vals and ok else "n/a"
         pct = f"{100 * eng / r['floor']:.0f}%" if ok else "n/a"
-        print(f"| {b} | {r['floor']:.1f} | {fmt(eng)} | {pct} | "
+        blk = r.get("engine_block", "n/a")
+        bpct = f"{100 * blk / r['floor']:.0f}%" if isinstance(blk, float) else "n/a"
+        print(f"| {b} | {r['floor']:.1f} | {fmt(eng)} | {pct} | {fmt(blk)} | {bpct} | "
               f"{fmt(r.get('hf_dynamic', 'n/a'))} | {fmt(r.get('hf_static', 'n/a'))} | {ratio} |")
     return 0
 

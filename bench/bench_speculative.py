@@ -200,6 +200,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="default bf16 on GPU, fp32 on CPU")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="compile the decode step (default: on for CUDA, off for CPU)")
+    ap.add_argument("--compile-scope", choices=["step", "block"], default="block",
+                    help="what torch.compile compiles (Engine's compile_scope; default block: 10-30 s of warm-up per "
+                         "engine instead of 70-110 s, so the whole bench fits in 5 minutes): the whole decode step, "
+                         "or regions (block, MTP depth, head) with the step captured as one CUDA graph")
     ap.add_argument("--compile-prefill", action="store_true",
                     help="also compile the prefill (one graph for every prompt length; off by default: on an H100 it "
                          "added about 170 s to a 0.5B engine's warm-up)")
@@ -273,7 +277,7 @@ def main(argv=None) -> int:
         for k in [0] + ks:
             engine = Engine(model, max_slots=b, max_len=max_len, spec_k=k, compile=compile, kv_buckets=kv_buckets,
                             compile_prefill=args.compile_prefill, prefill_graph=args.prefill_graph,
-                            max_prefill_tokens=args.max_prefill_tokens)
+                            max_prefill_tokens=args.max_prefill_tokens, compile_scope=args.compile_scope)
             # warm-up, at every temperature (greedy and sampling are different graphs): one request from the
             # shortest prompt's length up to the longest one + new tokens when every attention-length bucket
             # must be compiled; a few steps otherwise
@@ -289,7 +293,7 @@ def main(argv=None) -> int:
                   file=sys.stderr, flush=True)
             for temp in args.temperatures:
                 r = timed_run(engine, prompts, temp, new_tokens, stop_ids)
-                r.update(batch=b, k=k, temperature=temp, warmup_seconds=t_warm)
+                r.update(batch=b, k=k, temperature=temp, warmup_seconds=t_warm, compile_scope=args.compile_scope)
                 if k == 0:
                     plain[temp] = r
                 base = plain.get(temp)

@@ -39,10 +39,10 @@ def requests(vocab: int, n_req: int, slots: int):
     return out
 
 
-def check(model, slots: int, spec_k: int, max_len: int) -> dict:
+def check(model, slots: int, spec_k: int, max_len: int, scope: str = "step") -> dict:
     t0 = time.perf_counter()
     eng = Engine(model, max_slots=slots, max_len=max_len, spec_k=spec_k, compile=True, kv_buckets=False,
-                 compile_on_request=False)
+                 compile_on_request=False, compile_scope=scope)
     times = eng.warmup()
     warm = time.perf_counter() - t0
     reqs = requests(model.config.vocab_size, max(4, min(2 * slots, 24)), slots)
@@ -53,7 +53,7 @@ def check(model, slots: int, spec_k: int, max_len: int) -> dict:
     g_out = [cs for cs, (_, sp) in zip(got, reqs) if sp.temperature == 0]
     first_equal = sum(a[0].token_ids[0] == b[0].token_ids[0] for a, b in zip(g_out, ref_out))
     unfinished = sum(c.finish_reason is None for cs in got for c in cs)
-    res = {"slots": slots, "spec_k": spec_k, "variants": len(times), "warmup_s": round(warm, 1),
+    res = {"slots": slots, "spec_k": spec_k, "compile_scope": scope, "variants": len(times), "warmup_s": round(warm, 1),
            "slowest_variant_s": round(max(times.values()), 1), "requests": len(reqs),
            "eager_calls": eng.variants.eager_calls, "unfinished": unfinished,
            "greedy_first_token_equal": f"{first_equal}/{len(greedy)}"}
@@ -67,6 +67,8 @@ def main(argv=None) -> int:
     ap.add_argument("--slots", type=int, nargs="+", default=[1, 2, 16, 32, 64, 128])
     ap.add_argument("--spec-k", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--max-len", type=int, default=448)
+    ap.add_argument("--compile-scope", nargs="+", choices=Engine.COMPILE_SCOPES, default=["step"],
+                    help="what torch.compile compiles: the whole decode step, or one block per shape (Engine)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -77,20 +79,20 @@ def main(argv=None) -> int:
                      num_nextn_predict_layers=max(args.spec_k), tie_word_embeddings=False, initializer_range=0.2)
     model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0)
     results, failed = [], 0
-    for k in args.spec_k:
-        for s in args.slots:
-            try:
-                r = check(model, s, k, args.max_len)
-            except Exception as e:  # loud: the whole traceback, then the next configuration
-                traceback.print_exc()
-                r = {"slots": s, "spec_k": k, "ok": False, "error": f"{type(e).__name__}: {str(e)[:300]}"}
-            failed += not r["ok"]
-            results.append(r)
-            print(json.dumps(r), flush=True)
-            if args.json:
-                with open(args.json, "w") as f:
-                    json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                               "vocab": args.vocab, "results": results}, f, indent=1)
+    for scope, k, s in [(c, k, s) for c in args.compile_scope for k in args.spec_k for s in args.slots]:
+        try:
+            r = check(model, s, k, args.max_len, scope)
+        except Exception as e:  # loud: the whole traceback, then the next configuration
+            traceback.print_exc()
+            r = {"slots": s, "spec_k": k, "compile_scope": scope, "ok": False,
+                 "error": f"{type(e).__name__}: {str(e)[:300]}"}
+        failed += not r["ok"]
+        results.append(r)
+        print(json.dumps(r), flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                           "vocab": args.vocab, "results": results}, f, indent=1)
     print(f"{len(results) - failed}/{len(results)} configurations passed")
     return 1 if failed else 0
 

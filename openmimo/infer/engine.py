@@ -40,6 +40,14 @@ before serving; with ``compile_on_request=False`` (the server) a variant not bui
 instead of compiling on the request path.  The keys, the warm-up and the registry of built variants are in
 ``variants.py``.
 
+Compile scope.  ``compile_scope="step"`` (the default) compiles each decode variant whole with torch.compile
+(``reduce-overhead``: Inductor fuses across layers, CUDA graphs by cudagraph trees), so a warm-up compiles every
+layer of the model once per variant.  ``"block"`` compiles regions instead — each block, each MTP depth, the head
+and the rotary tables (``EngineForward(regions=True)``), one graph per region and input shape, shared by every
+layer — and captures the whole decode step, glue included, as one plain CUDA graph per variant
+(``variants.StepGraphs``); prefill windows are captured the same way.  A warm-up then compiles a few small graphs
+whatever the depth (docs/benchmarks.md has both scopes' warm-up and decode figures).
+
 Short admissions (on GPU by default) are prefilled window by window through one fixed-shape CUDA graph
 (``prefill_graph``; see ``prefill.py``): a batch-1 prompt then costs a replay instead of an eager forward of
 hundreds of launches.
@@ -66,7 +74,7 @@ from openmimo.infer.prefill import Prefill
 from openmimo.infer.requests import Completion, SamplingParams, StepOutput, sample_seed  # noqa: F401 (re-exported)
 from openmimo.infer.sampling import STREAM_DRAFT, first_tokens, gumbel_sample, padded_count, process_logits
 from openmimo.infer.speculative import SpecStats, accept_drafts
-from openmimo.infer.variants import GraphedFunction, Variants, build_variant, variant_keys
+from openmimo.infer.variants import GraphedFunction, StepGraphs, Variants, build_variant, variant_keys
 from openmimo.runtime import allow_recompiles
 
 
@@ -94,12 +102,16 @@ class Engine:
                  kv_budget_bytes: int | None = None, spec_k: int = 0, compile: bool | None = None,
                  compile_prefill: bool = False, max_prefill_tokens: int = 8192, prefill_graph: bool | None = None,
                  seed: int | None = None, overlap: bool | None = None, kv_buckets: bool = True,
-                 compile_on_request: bool = True):
+                 compile_on_request: bool = True, compile_scope: str = "step"):
         cfg = model.config
         p = next(model.parameters())
         self.model, self.cfg, self.device, self.dtype = model.eval(), cfg, p.device, p.dtype
         # The model's forwards through the cache, with the decode kernels where a step can take them.
         self.model_forward = EngineForward(self.model)
+        if compile_scope not in self.COMPILE_SCOPES:
+            raise ValueError(f"compile_scope={compile_scope!r}: expected one of {', '.join(self.COMPILE_SCOPES)}")
+        self.compile_scope = compile_scope
+        self.step_forward = self.model_forward  # the decode step's forward (see compile_scope below)
         if not 0 <= spec_k <= cfg.num_nextn_predict_layers:
             raise ValueError(f"spec_k={spec_k}: the model has {cfg.num_nextn_predict_layers} MTP layers")
         self.k = spec_k
@@ -145,17 +157,22 @@ class Engine:
         # Compiled variants built so far (``warmup``).  compile_on_request=False (the server): the request path
         # runs the eager function for a variant not built, instead of compiling it there (variants.py).
         self.variants = Variants(self.compiled, on_request=compile_on_request)
-        if self.compiled:
+        if self.compiled and compile_scope == "step":
             allow_recompiles(64)
             self.cache.mark_static()
             for t in (self.tokens, self.length, self.active, self.seeds, self.temp, self.top_p, self.top_k, self.h0):
                 if t is not None:
                     torch._dynamo.mark_static_address(t)
             self._decode_fn = torch.compile(self._decode_impl, mode="reduce-overhead", fullgraph=True, dynamic=False)
+        elif self.compiled:  # "block": compiled regions (a graph per region and shape), the step captured whole
+            allow_recompiles(64)
+            self.step_forward = EngineForward(self.model, regions=True)
+            self._decode_fn = StepGraphs(self._decode_impl, graphs=self.device.type == "cuda")
         # The model side of admissions (prefill.py): a batched forward, or CUDA-graph windows for short ones.
         self.prefill = Prefill(self.model_forward, self.cache, self.tokens, self.h0, spec_k, self.capacity,
                                compiled=self.compiled, compile_prefill=compile_prefill, graph=prefill_graph,
-                               variants=self.variants)
+                               variants=self.variants,
+                               window_forward=self.step_forward if compile_scope == "block" else None)
         # The first token of each admitted sample: eager, the counter-based noise alone is ~50 launches.  On GPU
         # one CUDA graph per power-of-four sample count (the samples padded up to it), captured from the eager
         # function without torch.compile (variants.GraphedFunction): nothing to generate, so the capture takes
@@ -301,6 +318,7 @@ class Engine:
 
     # -- compiled variants: built before serving (see variants.py) ----------------------------------
     MODES = ("greedy", "sample", "filter")
+    COMPILE_SCOPES = ("step", "block")
 
     def kv_lengths(self) -> list[int]:
         """Every attention length a decode step can use (``_kv_bucket``'s values)."""
@@ -558,7 +576,7 @@ class Engine:
             drafts, draft_lp = self._draft(rows, length, kv_len, mode)
         vpos = length[:, None] + torch.arange(k + 1, device=dev)
         ids = self.tokens[rows[:, None], vpos]
-        out = self.model_forward(ids, vpos, CacheView(self.cache, vpos, kv_len))
+        out = self.step_forward(ids, vpos, CacheView(self.cache, vpos, kv_len))
         if k:
             self.h0[rows[:, None], vpos] = out.hidden_states
         logits = out.logits.float()
@@ -592,7 +610,7 @@ class Engine:
         drafts, lps = [], []
         for j in range(1, k + 1):
             nxt = self.tokens[rows[:, None], pw + j]
-            h, logits = self.model_forward.mtp_forward(j, h, nxt, pw, CacheView(self.cache, pw, kv_len))
+            h, logits = self.step_forward.mtp_forward(j, h, nxt, pw, CacheView(self.cache, pw, kv_len))
             if mode == "greedy":
                 d = logits[rows, r].float().log_softmax(-1).argmax(-1)
                 lps.append(None)

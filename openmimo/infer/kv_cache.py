@@ -88,23 +88,56 @@ class CacheView:
         self.fast_attention = cache.use_kernels and self.fold_gqa and slot_ids is None
         rows = torch.arange(B, device=positions.device) if slot_ids is None else slot_ids
         self._rows = rows[:, None]
-        if causal_prefill:
-            self.attn_mask = None
-        else:
-            keys = torch.arange(kv_len, device=positions.device)
-            self.attn_mask = (keys[None, None, :] <= positions[:, :, None])[:, None]
+        self._causal = causal_prefill
+        self._mask = None
+        if not (causal_prefill or self.fast_attention):  # the fast decode attention needs no mask
+            self._mask = self._build_mask()
+
+    def _build_mask(self) -> torch.Tensor:
+        keys = torch.arange(self.kv_len, device=self.positions.device)
+        return (keys[None, None, :] <= self.positions[:, :, None])[:, None]
+
+    @property
+    def attn_mask(self) -> torch.Tensor | None:
+        """(bool, B, 1, T, kv_len): query t of row b sees keys <= positions[b, t]; None for a causal prefill."""
+        if self._mask is None and not self._causal:
+            self._mask = self._build_mask()
+        return self._mask
+
+    def layer(self, layer_idx: int) -> "LayerCache":
+        """This forward's view of one layer's buffers."""
+        return LayerCache(self, self.cache.keys[layer_idx], self.cache.values[layer_idx])
 
     def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
         """Write k, v (B, n_kv, T, D) at ``positions``; return the visible (B, n_kv, kv_len, D) keys and values."""
-        kc, vc = self.cache.keys[layer_idx], self.cache.values[layer_idx]
+        return self.layer(layer_idx).update(k, v)
+
+    def attend(self, layer_idx: int, q: torch.Tensor) -> torch.Tensor:
+        """Attention of q (B, H, T, D) over the cache after :meth:`update` (each row up to its own position)."""
+        return self.layer(layer_idx).attend(q)
+
+
+class LayerCache:
+    """One layer's part of a :class:`CacheView`: that layer's key and value buffers with the view's positions,
+    mask and kernel flags, as plain attributes.  A block that takes one (``forward.block``) reads no layer index,
+    so one compiled block serves every layer of the same shape (``Engine(compile_scope="block")``)."""
+
+    def __init__(self, view: CacheView, keys: torch.Tensor, values: torch.Tensor):
+        self.keys, self.values = keys, values
+        self.positions, self.kv_len, self.slot_ids, self.rows = view.positions, view.kv_len, view.slot_ids, view._rows
+        self.attn_mask = None if view.fast_attention else view.attn_mask  # fast attention reads positions instead
+        self.fold_gqa, self.fast_linear, self.fast_attention = view.fold_gqa, view.fast_linear, view.fast_attention
+
+    def update(self, k: torch.Tensor, v: torch.Tensor):
+        """Write k, v (B, n_kv, T, D) at ``positions``; return the visible (B, n_kv, kv_len, D) keys and values."""
+        kc, vc = self.keys, self.values
         # Advanced indices around a slice: the indexed shape is (B, T, n_kv, D).
-        kc[self._rows, :, self.positions] = k.transpose(1, 2)
-        vc[self._rows, :, self.positions] = v.transpose(1, 2)
+        kc[self.rows, :, self.positions] = k.transpose(1, 2)
+        vc[self.rows, :, self.positions] = v.transpose(1, 2)
         if self.slot_ids is None:
             return kc[:, :, : self.kv_len], vc[:, :, : self.kv_len]
         return kc[self.slot_ids, :, : self.kv_len], vc[self.slot_ids, :, : self.kv_len]
 
-    def attend(self, layer_idx: int, q: torch.Tensor) -> torch.Tensor:
+    def attend(self, q: torch.Tensor) -> torch.Tensor:
         """Attention of q (B, H, T, D) over the cache after :meth:`update` (each row up to its own position)."""
-        return kernels.decode_attention(q, self.cache.keys[layer_idx], self.cache.values[layer_idx],
-                                        self.positions, self.kv_len)
+        return kernels.decode_attention(q, self.keys, self.values, self.positions, self.kv_len)

@@ -10,7 +10,8 @@ Two paths, the same result (tests/test_engine_fast.py checks them against each o
 - **Windows** (``Prefill.windows``, ``prefill_graph``; on GPU by default with the compiled engine): the prompts
   cut into windows of ``CHUNK_ROWS`` prompts (one for a single prompt) x ``CHUNK`` tokens, each run by a
   fixed-shape function attending over the slot's first ``chunk_kv`` cache positions (masked to each query's
-  position), compiled as a CUDA graph (one per row count).  A short prompt then costs a replay instead of an
+  position), compiled as a CUDA graph (one per row count): a torch.compile of the whole window, or, with a
+  ``window_forward`` of compiled regions, a plain capture of it.  A short prompt then costs a replay instead of an
   eager forward's hundreds of launches (docs/inference.md).  Used while an admission needs at most
   ``MAX_GRAPH_REPLAYS`` windows and its longest prompt fits ``chunk_kv``.
 
@@ -24,6 +25,7 @@ import torch
 
 from openmimo.infer.forward import EngineForward
 from openmimo.infer.kv_cache import CacheView
+from openmimo.infer.variants import GraphedFunction
 
 
 class Prefill:
@@ -33,8 +35,12 @@ class Prefill:
     CHUNK, CHUNK_ROWS, CHUNK_MAX, MAX_GRAPH_REPLAYS = 16, 4, 256, 16
 
     def __init__(self, model_forward: EngineForward, cache, tokens, h0, k: int, capacity: int, *, compiled: bool,
-                 compile_prefill: bool = False, graph: bool | None = None, variants=None):
+                 compile_prefill: bool = False, graph: bool | None = None, variants=None,
+                 window_forward: EngineForward | None = None):
         self.model_forward, self.cache, self.tokens, self.h0, self.k = model_forward, cache, tokens, h0, k
+        # the windows' forward: a forward of compiled regions (``EngineForward(regions=True)``) makes each window
+        # graph a capture of those regions instead of a torch.compile of the whole window
+        self.window_forward = window_forward
         self.variants = variants  # the engine's variants.Variants: a window row count not built runs batched
         self.device = tokens.device
         self.cuda_graphs = compiled and self.device.type == "cuda"
@@ -46,7 +52,9 @@ class Prefill:
         self._window_fn = None
         if use and self.chunk_kv > 0:
             self._window_fn = self.window_impl
-            if compiled:
+            if compiled and window_forward is not None:
+                self._window_fn = GraphedFunction(self.window_impl) if self.cuda_graphs else self.window_impl
+            elif compiled:
                 self._window_fn = torch.compile(self.window_impl, mode="reduce-overhead", fullgraph=True,
                                                 dynamic=False)
 
@@ -79,19 +87,20 @@ class Prefill:
         for _ in range(3):
             self.windows(ids, [i % n_slots for i in range(rows)], [self.CHUNK] * rows)
 
-    def _fill(self, ids, pos, slots, last, view):
+    def _fill(self, ids, pos, slots, last, view, fwd: EngineForward | None = None):
         """Run the engine's forward over ``ids`` at ``pos`` through cache ``view`` (writing K/V into ``slots``), then
         fill the MTP layers' caches (depth j at t reads token t + j; unknown ones are placeholders, rewritten
         by the first draft window) and keep the main hidden states; logits at ``last`` (float32, (B, V))."""
-        out = self.model_forward(ids, pos, view, logits_to_keep=last)
+        fwd = fwd or self.model_forward
+        out = fwd(ids, pos, view, logits_to_keep=last)
         if self.k:
             hidden = out.hidden_states
             self.h0[slots[:, None], pos] = hidden
-            cos, sin = self.model_forward.rope(pos, hidden.dtype)
-            h, emb = hidden, self.model_forward.model.model.embed_tokens
+            cos, sin = fwd.rope(pos, hidden.dtype)
+            h, emb = hidden, fwd.model.model.embed_tokens
             for j in range(1, self.k + 1):
                 nxt = self.tokens[slots[:, None], pos + j]
-                h = self.model_forward.mtp_layer(j, h, emb(nxt), pos, cos, sin, view)
+                h = fwd.mtp_layer(j, h, emb(nxt), pos, cos, sin, view)
         return out.logits[:, 0].float()
 
     def forward_impl(self, ids, pos, s0, last):
@@ -102,7 +111,8 @@ class Prefill:
     def window_impl(self, ids, pos, slots, last):
         """One window at fixed shapes (rows, CHUNK) (a CUDA graph per row count): each query attends to its slot's
         cache up to its own position, over the first ``chunk_kv`` positions."""
-        return self._fill(ids, pos, slots, last, CacheView(self.cache, pos, self.chunk_kv, slot_ids=slots))
+        return self._fill(ids, pos, slots, last, CacheView(self.cache, pos, self.chunk_kv, slot_ids=slots),
+                          self.window_forward)
 
     def windows(self, ids: torch.Tensor, s0: list[int], lens: list[int]) -> torch.Tensor:
         """Prefill window by window.  A group with fewer than CHUNK_ROWS prompts repeats its first row (same
@@ -134,8 +144,11 @@ class Prefill:
             w = win[gi, c]
             if self.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
+            args = (w[:, :C], w[:, C: 2 * C], w[:, 2 * C], w[:, 2 * C + 1])
+            if isinstance(self._window_fn, GraphedFunction) and not self._window_fn.captured(*args):
+                self._window_fn.capture(*args)
             # a CUDA graph's output is overwritten by its next replay: copy it out first
-            outs.append(self._window_fn(w[:, :C], w[:, C: 2 * C], w[:, 2 * C], w[:, 2 * C + 1]).clone())
+            outs.append(self._window_fn(*args).clone())
             self.forwards += 1
         flat = outs[0] if len(outs) == 1 else torch.stack(outs).flatten(0, 1)  # (windows * G, V)
         at = [w * G + i for w, i in picks]

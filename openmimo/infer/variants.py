@@ -184,3 +184,38 @@ class GraphedFunction:
             s.copy_(a)
         graph.replay()
         return out
+
+
+class StepGraphs:
+    """``fn(*key)`` — a function of Python constants over static buffers, such as the engine's decode step —
+    replayed from one CUDA graph per ``key``.  The first call for a key runs ``fn`` (which compiles whatever it
+    compiles at those shapes), the second captures it and replays the capture, later ones replay: every call does
+    ``fn``'s work exactly once, so a variant may be built on the request path.  The output of a replay is the
+    graph's own buffer: read it before the next call.  Without ``graphs`` (CPU) every call runs ``fn``."""
+
+    def __init__(self, fn, graphs: bool):
+        self.fn, self.graphs = fn, graphs
+        self._graphs: dict = {}  # key -> (graph, static output)
+        self._ran: set = set()
+        self._pool = None
+
+    def captured(self, *key) -> bool:
+        return key in self._graphs
+
+    def __call__(self, *key):
+        entry = self._graphs.get(key)
+        if entry is not None:
+            entry[0].replay()
+            return entry[1]
+        if not self.graphs or key not in self._ran:
+            self._ran.add(key)
+            return self.fn(*key)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            out = self.fn(*key)
+        self._graphs[key] = (graph, out)
+        graph.replay()
+        return out
