@@ -9,6 +9,7 @@ Backend interface (what the scheduler needs from a generator)::
                                           next finished sequence or ``until``) -> list[Finished]
     backend.abort(gid) -> (tokens, busy)  drop a group's unfinished samples; tokens and slot-seconds lost
     backend.active()                      number of sequences queued or decoding
+    backend.update_weights(weights)       the trainer's new weights (a module or a state dict) for generation
 
 ``Finished.busy_s`` is the slot-time the sequence held (the sum, over the decode steps it took part
 in, of each step's duration): the GPU idle ratio is ``1 - sum(busy_s of finished sequences) /
@@ -112,6 +113,10 @@ class EngineBackend:
 
     def active(self) -> int:
         return len(self._seqs)
+
+    def update_weights(self, weights) -> None:
+        """The engine's weights, copied in place (``Engine.update_weights``)."""
+        self.engine.update_weights(weights)
 
 
 # -- simulation ---------------------------------------------------------------------------------

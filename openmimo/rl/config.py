@@ -80,8 +80,21 @@ class GenConfig:
     max_new_tokens: int = 96
     temperature: float = 1.0
     top_p: float = 1.0
-    max_slots: int = 64  # engine slots (concurrent sequences)
+    max_slots: int = 64  # engine slots (concurrent sequences), per engine
     max_len: int = 512
+    # local: one engine in the trainer's process | ray: `workers` rollout workers on Ray (openmimo/rl/ray_rollout.py),
+    # each with its own engine of max_slots slots, `gpus_per_worker` GPUs each, weights sent after every update
+    backend: str = "local"
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+
+    def check(self):
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"key 'backend' must be local or ray, got {self.backend!r}")
+        if self.workers < 1 or self.gpus_per_worker < 0:
+            raise ValueError("key 'workers' must be >= 1 and 'gpus_per_worker' >= 0")
+        if self.backend == "ray" and importlib.util.find_spec("ray") is None:
+            raise ValueError("key 'backend': ray needs Ray: pip install openmimo[ray]")
 
 
 @dataclass
@@ -108,7 +121,8 @@ class RLTrainConfig(RunConfig):
     # test_levels (written by openmimo curate / calibrate-tests); without levels soft = the fraction passed
     code_reward: str = "soft"
     reward_backend: str = "process"  # process (worker processes) | ray (Ray tasks: pip install openmimo[ray])
-    ray_address: str = ""  # reward_backend ray: "" = a local Ray instance; "auto" / "ray://host:10001" = a cluster
+    # reward_backend or gen.backend ray: "" = a local Ray instance; "auto" / "ray://host:10001" = a cluster
+    ray_address: str = ""
 
     def check(self):
         super().check()
@@ -118,8 +132,6 @@ class RLTrainConfig(RunConfig):
             raise ValueError(f"key 'code_reward' must be binary, strict or soft, got {self.code_reward!r}")
         if self.reward_backend not in ("process", "ray"):
             raise ValueError(f"key 'reward_backend' must be process or ray, got {self.reward_backend!r}")
-        if self.ray_address and self.reward_backend != "ray":
-            raise ValueError("key 'ray_address' is only used with reward_backend: ray")
         if self.reward_backend == "ray":
             if importlib.util.find_spec("ray") is None:
                 raise ValueError("key 'reward_backend': ray needs Ray: pip install openmimo[ray]")
@@ -136,3 +148,5 @@ class RLConfig:
     def check(self):
         if not self.train.model_path:
             raise ValueError("key 'train.model_path' is required (an HF-layout checkpoint)")
+        if self.train.ray_address and "ray" not in (self.train.reward_backend, self.gen.backend):
+            raise ValueError("key 'train.ray_address' is only used with train.reward_backend: ray or gen.backend: ray")

@@ -47,6 +47,7 @@ from openmimo.rl.batching import build_sequences, collate, response_logprobs
 from openmimo.rl.config import RLConfig
 from openmimo.rl.loss import RLObjective, summarise_step
 from openmimo.rl.problems import load_problems
+from openmimo.rl.ray_rollout import RayRolloutBackend
 from openmimo.rl.rollout import SeamlessRollout, generate_and_score
 from openmimo.rl.sampler import ProblemSampler
 from openmimo.rl.sharded import equalize, gathered_state_dict, per_rank
@@ -100,11 +101,20 @@ class RLRun:
         if any(p["reward_kind"] == "math" for p in self.problems + self.val):
             require_math_verify()
         g = cfg.gen
-        self.engine = Engine(gen_model, max_slots=g.max_slots, max_len=g.max_len, seed=t.seed + 7919 * rank)
         stop = tuple(x for x in (self.tok.eos_id,) if x is not None)
         self.params = SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
                                      stop_ids=stop)
-        self.backend = EngineBackend(self.engine, self.params, seed=t.seed + 7919 * rank)
+        gen_seed = t.seed + 7919 * rank
+        if g.backend == "ray":  # rollout workers on Ray, each with its own engine (openmimo/rl/ray_rollout.py)
+            self.engine = None
+            self.backend = RayRolloutBackend(
+                gen_model.config.to_hf_dict(), gen_model.state_dict(), self.params, workers=g.workers, seed=gen_seed,
+                engine_kwargs={"max_slots": g.max_slots, "max_len": g.max_len}, gpus_per_worker=g.gpus_per_worker,
+                address=t.ray_address or None, extra_cpus=t.reward_workers if t.reward_backend == "ray" else 0)
+            del gen_model
+        else:
+            self.engine = Engine(gen_model, max_slots=g.max_slots, max_len=g.max_len, seed=gen_seed)
+            self.backend = EngineBackend(self.engine, self.params, seed=gen_seed)
         if t.reward_backend == "ray":
             self.pool = RayRewardPool(t.reward_workers, timeout=t.reward_timeout, address=t.ray_address or None)
         else:
@@ -160,7 +170,7 @@ class RLRun:
         self.backend.seed = mine["backend_seed"]
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"] if "ema" in state else self.weights())
-        self.engine.update_weights(self.weights())
+        self.backend.update_weights(self.weights())
 
     def weights(self):
         """The actor's weights for the engine: the model itself on one rank, all-gathered under FSDP2 (collective)."""
@@ -202,7 +212,7 @@ class RLRun:
         saved = self.backend.params
         self.backend.params = dataclasses.replace(saved, temperature=t.val_temperature, top_p=t.val_top_p)
         if self.ema is not None:  # validate what is exported: the averaged weights
-            self.engine.update_weights(self.ema)
+            self.backend.update_weights(self.ema)
         rank, world = self.rt.rank, self.rt.world_size
         mine = [(p["prompt_ids"], p) for p in self.val[rank::world]]  # each rank validates every world-th problem
         scores = generate_and_score(self.backend, self.rewards, mine, t.val_n) if mine else []
@@ -211,7 +221,7 @@ class RLRun:
             dist.all_gather_object(parts, scores)
             scores = [parts[i % world][i // world] for i in range(len(self.val))]
         if self.ema is not None:
-            self.engine.update_weights(self.weights())
+            self.backend.update_weights(self.weights())
         self.backend.params = saved
         ks = sorted({1, t.val_n})
         out = summarise_validation(scores, ks=ks)
@@ -279,7 +289,7 @@ class RLRun:
         if groups:
             upd = self.update(groups)
             t0 = time.perf_counter()
-            self.engine.update_weights(self.weights())
+            self.backend.update_weights(self.weights())
             rec["time/weight_sync_s"] = time.perf_counter() - t0
             rec.update({f"actor/{k}": v for k, v in upd.items()})
             total = torch.tensor([sum(sum(g.rewards) for g in groups), len(groups) * self.cfg.rollout.n],
@@ -321,6 +331,8 @@ class RLRun:
 
     def close(self) -> None:
         self.pool.close()
+        if hasattr(self.backend, "close"):  # Ray rollout workers
+            self.backend.close()
         self.run.close()
 
 
