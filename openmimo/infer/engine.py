@@ -48,6 +48,10 @@ layer — and captures the whole decode step, glue included, as one plain CUDA g
 (``variants.StepGraphs``); prefill windows are captured the same way.  A warm-up then compiles a few small graphs
 whatever the depth (docs/benchmarks.md has both scopes' warm-up and decode figures).
 
+Sleeping.  ``sleep()`` frees the cache (and optionally moves the weights to host memory) while no sequence runs,
+``wake()`` allocates it again: RL's update then has the device to itself.  Only an uncompiled or block-scope
+engine sleeps (its graphs are captured again after ``wake``; a step-scope graph keeps the cache's addresses).
+
 Short admissions (on GPU by default) are prefilled window by window through one fixed-shape CUDA graph
 (``prefill_graph``; see ``prefill.py``): a batch-1 prompt then costs a replay instead of an eager forward of
 hundreds of launches.
@@ -150,6 +154,7 @@ class Engine:
         self.running: dict[int, _Seq] = {}  # slot -> sequence
         self._pending: list[StepOutput] = []
         self.spec_stats = SpecStats(spec_k)
+        self.asleep, self._weights_on_host = False, False  # sleep() / wake()
         self.counters = {"requests": 0, "prompt_tokens": 0, "generated_tokens": 0, "decode_steps": 0,
                          "decode_seconds": 0.0, "prefill_seconds": 0.0}
         self.compiled = (self.device.type == "cuda") if compile is None else compile
@@ -237,6 +242,58 @@ class Engine:
                 found = True
         return found
 
+    # -- releasing the device memory while idle (RL's update on the same GPU) -----------------------------
+    @torch.no_grad()
+    def sleep(self, offload_weights: bool = False) -> int:
+        """Free the KV cache and the MTP hidden-state buffer, and with ``offload_weights`` move the weights to
+        host memory, while no sequence runs: the memory is the update's (RL colocated on one device) until
+        :meth:`wake`.  The CUDA graphs that point at it are dropped and captured again at their next use; compiled
+        regions are kept, so this needs ``compile_scope="block"`` or an uncompiled engine.  Outputs still to be
+        delivered (aborts) wait for the next :meth:`step`.  Returns the device bytes freed."""
+        if self.compiled and self.compile_scope != "block":
+            raise RuntimeError("sleep() needs Engine(compile_scope='block') or an uncompiled engine: a step-scope "
+                               "compiled engine's graphs hold the cache's addresses for good")
+        self._drain()
+        if self.running or self.waiting:
+            raise RuntimeError(f"sleep() needs an idle engine ({len(self.running)} running, {len(self.waiting)} "
+                               f"waiting requests)")
+        if self.asleep:
+            return 0
+        on_device = self.device.type != "cpu"
+        freed = self.cache.free()
+        if self.h0 is not None:
+            freed += self.h0.numel() * self.h0.element_size()
+            self._set_h0(self.h0.new_empty(0))
+        self._weights_on_host = offload_weights and on_device
+        if self._weights_on_host:
+            for t in itertools.chain(self.model.parameters(), self.model.buffers()):
+                freed += t.numel() * t.element_size()
+                t.data = t.data.to("cpu")
+        for fn in (self._decode_fn, self.prefill._window_fn):
+            if isinstance(fn, (StepGraphs, GraphedFunction)):
+                fn.reset()
+        self.asleep = True
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return freed if on_device else 0
+
+    @torch.no_grad()
+    def wake(self) -> None:
+        """Allocate what :meth:`sleep` freed again (the cache zeroed) and bring the weights back."""
+        if not self.asleep:
+            return
+        if self._weights_on_host:
+            for t in itertools.chain(self.model.parameters(), self.model.buffers()):
+                t.data = t.data.to(self.device)
+        self.cache.allocate()
+        if self.k:
+            self._set_h0(torch.zeros(self.slots, self.capacity, self.cfg.hidden_size, dtype=self.dtype,
+                                     device=self.device))
+        self.asleep = False
+
+    def _set_h0(self, h0) -> None:
+        self.h0 = self.prefill.h0 = h0
+
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running or self._pending or self._inflight is not None)
 
@@ -269,6 +326,8 @@ class Engine:
         step n has computed one discarded token in step n+1.  Without it, a call prefills and runs one
         decode step to the end.
         """
+        if self.asleep:
+            raise RuntimeError("the engine is asleep (sleep()): call wake() before step()")
         outs, self._pending = self._pending, []
         if self._inflight is not None:
             t0 = time.perf_counter()

@@ -49,6 +49,25 @@ class KVCache(nn.Module):
         # Triton decode kernels (see kernels.py) for this device and dtype; decided once, outside compiled code.
         self.use_kernels = kernels.enabled(self.keys[0]) if num_layers else False
 
+    def free(self) -> int:
+        """Release every buffer (each becomes an empty tensor); returns the bytes released."""
+        freed = sum(t.numel() * t.element_size() for t in self.keys + self.values)
+        self._shape = self.keys[0].shape if self.keys else None
+        self._set([t.new_empty(0) for t in self.keys], [t.new_empty(0) for t in self.values])
+        return freed
+
+    def allocate(self) -> None:
+        """Buffers of the original shape again, zeroed (after :meth:`free`)."""
+        if self.keys and self.keys[0].numel() == 0:
+            self._set([torch.zeros(self._shape, dtype=t.dtype, device=t.device) for t in self.keys],
+                      [torch.zeros(self._shape, dtype=t.dtype, device=t.device) for t in self.values])
+
+    def _set(self, keys: list, values: list) -> None:
+        for i, (k, v) in enumerate(zip(keys, values)):
+            setattr(self, f"k{i}", k)
+            setattr(self, f"v{i}", v)
+        self.keys, self.values = keys, values
+
     def mark_static(self) -> None:
         """Tell torch.compile the buffers never move (so CUDA graphs may write them in place)."""
         for t in self.keys + self.values:

@@ -156,6 +156,10 @@ class GraphedFunction:
     def captured(self, *args) -> bool:
         return self._shape_key(args) in self._graphs
 
+    def reset(self) -> None:
+        """Drop every captured graph and its memory pool (the buffers it read or wrote are going away)."""
+        self._graphs, self._pool = {}, None
+
     def capture(self, *args) -> None:
         """Capture ``fn`` for the shapes and dtypes of ``args`` (example inputs; their values are not kept)."""
         key = self._shape_key(args)
@@ -201,6 +205,10 @@ class StepGraphs:
 
     def captured(self, *key) -> bool:
         return key in self._graphs
+
+    def reset(self) -> None:
+        """Drop every captured graph and its memory pool; a key already run is captured again at its next call."""
+        self._graphs, self._pool = {}, None
 
     def __call__(self, *key):
         entry = self._graphs.get(key)

@@ -87,12 +87,17 @@ class GenConfig:
     backend: str = "local"
     workers: int = 2
     gpus_per_worker: float = 0.0
+    # local backend: free the engine's KV cache and move its weights to host memory during each update (the
+    # update then has the device to itself); the engine compiles per block so that its graphs re-capture cheaply
+    release_during_update: bool = False
 
     def check(self):
         if self.backend not in ("local", "ray"):
             raise ValueError(f"key 'backend' must be local or ray, got {self.backend!r}")
         if self.workers < 1 or self.gpus_per_worker < 0:
             raise ValueError("key 'workers' must be >= 1 and 'gpus_per_worker' >= 0")
+        if self.release_during_update and self.backend != "local":
+            raise ValueError("key 'release_during_update' is for backend: local (Ray workers are other processes)")
         if self.backend == "ray" and importlib.util.find_spec("ray") is None:
             raise ValueError("key 'backend': ray needs Ray: pip install openmimo[ray]")
 

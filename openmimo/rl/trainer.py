@@ -113,7 +113,8 @@ class RLRun:
                 address=t.ray_address or None, extra_cpus=t.reward_workers if t.reward_backend == "ray" else 0)
             del gen_model
         else:
-            self.engine = Engine(gen_model, max_slots=g.max_slots, max_len=g.max_len, seed=gen_seed)
+            self.engine = Engine(gen_model, max_slots=g.max_slots, max_len=g.max_len, seed=gen_seed,
+                                 compile_scope="block" if g.release_during_update else "step")
             self.backend = EngineBackend(self.engine, self.params, seed=gen_seed)
         if t.reward_backend == "ray":
             self.pool = RayRewardPool(t.reward_workers, timeout=t.reward_timeout, address=t.ray_address or None)
@@ -287,8 +288,12 @@ class RLRun:
             warnings.warn(f"rl step {self.step + 1}: {roll['reward_errors']} rewards crashed or timed out "
                           f"({100 * roll['reward_error_rate']:.0f}%), scored 0", RuntimeWarning, stacklevel=1)
         if groups:
+            if self.cfg.gen.release_during_update:  # the update gets the engine's device memory
+                rec["gen/released_gb"] = self.engine.sleep(offload_weights=True) / 1e9
             upd = self.update(groups)
             t0 = time.perf_counter()
+            if self.engine is not None:
+                self.engine.wake()  # no-op unless it slept
             self.backend.update_weights(self.weights())
             rec["time/weight_sync_s"] = time.perf_counter() - t0
             rec.update({f"actor/{k}": v for k, v in upd.items()})
