@@ -23,6 +23,7 @@ from openmimo.model.mimo import build_model
 from openmimo.tokenizer import train_tokenizer
 from test_engine import PROMPTS, tiny_cfg
 from test_engine_fast import flat, mixed_params
+from test_engine_regions import counted
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +33,8 @@ def model():
 
 def counted_engine(model, monkeypatch, **kw) -> tuple[Engine, CompileCounter]:
     """A compiled engine on the CPU whose torch.compile calls trace with dynamo into a counting backend."""
-    import torch._dynamo as dynamo
-
-    dynamo.reset()
-    counter = CompileCounter()
-    real = torch.compile
-
-    def traced(fn, **opts):
-        return real(fn, backend=counter, fullgraph=opts.get("fullgraph", False), dynamic=opts.get("dynamic"))
-
-    monkeypatch.setattr(torch, "compile", traced)
-    eng = Engine(model, compile=True, prefill_graph=True, compile_on_request=False, **kw)
-    monkeypatch.setattr(torch, "compile", real)
-    return eng, counter
+    return counted(monkeypatch, lambda: Engine(model, compile=True, prefill_graph=True, compile_on_request=False,
+                                               **kw))
 
 
 def test_variants_registry():

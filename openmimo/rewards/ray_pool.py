@@ -38,13 +38,31 @@ from openmimo.rewards.pool import QueuedPool, zero_result
 _POLL_S = 0.02  # how often the dispatcher looks at the local queue while it has free slots
 
 
-def _import_ray():
+def import_ray(what: str = "the Ray reward backend"):
+    """The ``ray`` module, or ImportError naming ``what`` needs it (the optional ``ray`` extra)."""
     try:
         import ray  # the optional `ray` extra: importing this module works without it
     except ImportError as e:
-        raise ImportError("the Ray reward backend needs Ray: pip install openmimo[ray] "
-                          f"(or pip install 'ray>=2.9'); {e}") from None
+        raise ImportError(f"{what} needs Ray: pip install openmimo[ray] (or pip install 'ray>=2.9'); {e}") from None
     return ray
+
+
+def ensure_ray(address: str | None, num_cpus: int, object_store_memory: int = 128 * 1024 * 1024, **init_kwargs):
+    """Connect to a running Ray, or start one: ``address`` (``"auto"``, ``"ray://host:10001"``) joins a cluster,
+    ``None`` starts a private local instance with ``num_cpus`` CPUs (no dashboard, quiet logs).  An already
+    initialised Ray is reused as it is.  Returns (ray, whether this call started it -- its caller shuts it down)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray, False
+    kw: dict = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address:
+        kw["address"] = address
+    else:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        kw.update(num_cpus=num_cpus, include_dashboard=False, object_store_memory=object_store_memory)
+    kw.update(init_kwargs)
+    ray.init(**kw)
+    return ray, True
 
 
 def _call(fn: Callable, args: tuple, kwargs: dict):
@@ -62,21 +80,11 @@ class RayRewardPool(QueuedPool):
 
     def __init__(self, workers: int | None = None, timeout: float = 5.0,
                  fallback: Callable[[str], Any] = zero_result, address: str | None = None, **init_kwargs):
-        ray = _import_ray()
+        import_ray()
         super().__init__(timeout, fallback)  # restarts: workers killed after a timeout, or dead (Ray replaces them)
+        # rewards pass small strings: the default object store is enough
+        ray, self._owns_ray = ensure_ray(address, workers or os.cpu_count() or 1, **init_kwargs)
         self._ray = ray
-        self._owns_ray = False
-        if not ray.is_initialized():
-            kw: dict = {"logging_level": logging.WARNING, "log_to_driver": False}
-            if address:
-                kw["address"] = address
-            else:
-                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-                kw.update(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
-                          object_store_memory=128 * 1024 * 1024)  # rewards pass small strings
-            kw.update(init_kwargs)
-            ray.init(**kw)
-            self._owns_ray = True
         if workers is None:
             workers = int(ray.cluster_resources().get("CPU", 0)) or os.cpu_count() or 1
         self.workers = workers

@@ -30,20 +30,10 @@ openmimo[ray]``).  Without an ``address`` a private local Ray instance is starte
 
 from __future__ import annotations
 
-import logging
-import os
-
 import torch
 
+from openmimo.rewards.ray_pool import ensure_ray, import_ray
 from openmimo.rl.backends import EngineBackend, Finished, WallClock
-
-
-def _import_ray():
-    try:
-        import ray
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise ImportError("Ray rollout workers need Ray: pip install openmimo[ray]") from e
-    return ray
 
 
 def cpu_state_dict(weights) -> dict:
@@ -105,21 +95,11 @@ class RayRolloutBackend:
                  poll_s: float = 0.05, address: str | None = None, extra_cpus: int = 0):
         if workers < 1:
             raise ValueError(f"workers={workers}: at least one rollout worker")
-        ray = self._ray = _import_ray()
-        self._owns_ray = False
-        if not ray.is_initialized():
-            kw: dict = {"logging_level": logging.WARNING, "log_to_driver": False}
-            if address:
-                kw["address"] = address
-            else:
-                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-                state_bytes = sum(t.numel() * t.element_size() for t in state_dict.values())
-                kw.update(num_cpus=workers + extra_cpus, include_dashboard=False,
-                          object_store_memory=max(128 * 2**20, 3 * state_bytes))
-                if gpus_per_worker:
-                    kw["num_gpus"] = torch.cuda.device_count()
-            ray.init(**kw)
-            self._owns_ray = True
+        import_ray("Ray rollout workers")
+        state_bytes = sum(t.numel() * t.element_size() for t in state_dict.values())
+        gpus = {"num_gpus": torch.cuda.device_count()} if gpus_per_worker and not address else {}
+        ray, self._owns_ray = ensure_ray(address, workers + extra_cpus, max(128 * 2**20, 3 * state_bytes), **gpus)
+        self._ray = ray
         actor = ray.remote(RolloutWorker).options(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=0)
         state_ref = ray.put(cpu_state_dict(state_dict))
         self.workers = [actor.remote(model_config, state_ref, params, seed, dict(engine_kwargs or {}),
