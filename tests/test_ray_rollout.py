@@ -115,3 +115,4 @@ def test_rollout_backend_config_is_checked():
         load(RLConfig, None, ["train.model_path=x", "gen.backend=ray", "gen.workers=0"])
     cfg = load(RLConfig, None, ["train.model_path=x", "gen.backend=ray", "train.ray_address=auto"])
     assert cfg.gen.backend == "ray" and cfg.train.ray_address == "auto"  # a cluster for the rollout workers
+

@@ -17,12 +17,12 @@ from openmimo.rl.ray_rollout import cpu_state_dict  # noqa: E402
 
 
 def test_rl_run_with_ray_rollout_workers_syncs_their_weights(tiny_math_ckpt, tmp_path):
-    """`openmimo rl` with gen.backend=ray: two steps with updates, the first step's engine log-probs equal the
-    trainer's (ratio 1), and afterwards every worker's weights are the trained ones."""
+    """`openmimo rl` with gen.backend=ray and the collective weight sync: two steps with updates, the first step's
+    engine log-probs equal the trainer's (ratio 1), and afterwards every worker's weights are the trained ones."""
     base = _cfg(tiny_math_ckpt, tmp_path / "ray", 2)
     cfg = load(RLConfig, None, [f"{sec}.{k}={v}" for sec in ("train", "data", "rollout", "gen", "actor")
                                 for k, v in vars(getattr(base, sec)).items() if not isinstance(v, (list, dict))]
-               + ["gen.backend=ray", "gen.workers=2", "gen.max_slots=8"])
+               + ["gen.backend=ray", "gen.workers=2", "gen.max_slots=8", "gen.weight_sync=collective"])
     run = RLRun(cfg)
     _fake_rewards(run)
     try:

@@ -304,16 +304,18 @@ class Engine:
         return len(self.running)
 
     @torch.no_grad()
-    def update_weights(self, weights) -> None:
-        """Copy new weights in place (a state dict or a model), keeping addresses for compiled graphs."""
+    def update_weights(self, weights, strict: bool = True) -> None:
+        """Copy new weights in place (a state dict or a model), keeping addresses for compiled graphs; with
+        ``strict=False`` a state dict may hold some of the parameters (a bucket of a broadcast)."""
         sd = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
         self._drain()  # tokens of a step already launched belong to the old weights: deliver them as such
         params = dict(self.model.named_parameters())
         missing = [n for n in params if n not in sd]
-        if missing:
+        if missing and strict:
             raise KeyError(f"update_weights: missing {missing[:3]}{'...' if len(missing) > 3 else ''}")
         for name, p in params.items():
-            p.copy_(sd[name].to(device=p.device, dtype=p.dtype))
+            if name in sd:
+                p.copy_(sd[name].to(device=p.device, dtype=p.dtype))
 
     @torch.no_grad()  # the engine's model may require grad (a trainer's copy): never build a graph here
     def step(self) -> list[StepOutput]:

@@ -87,6 +87,9 @@ class GenConfig:
     backend: str = "local"
     workers: int = 2
     gpus_per_worker: float = 0.0
+    # backend ray: object_store (through Ray's object store, host memory) | collective (one broadcast over a
+    # process group of the trainer and the workers: NCCL between GPUs, gloo otherwise)
+    weight_sync: str = "object_store"
     # local backend: free the engine's KV cache and move its weights to host memory during each update (the
     # update then has the device to itself); the engine compiles per block so that its graphs re-capture cheaply
     release_during_update: bool = False
@@ -96,6 +99,8 @@ class GenConfig:
             raise ValueError(f"key 'backend' must be local or ray, got {self.backend!r}")
         if self.workers < 1 or self.gpus_per_worker < 0:
             raise ValueError("key 'workers' must be >= 1 and 'gpus_per_worker' >= 0")
+        if self.weight_sync not in ("object_store", "collective"):
+            raise ValueError(f"key 'weight_sync' must be object_store or collective, got {self.weight_sync!r}")
         if self.release_during_update and self.backend != "local":
             raise ValueError("key 'release_during_update' is for backend: local (Ray workers are other processes)")
         if self.backend == "ray" and importlib.util.find_spec("ray") is None:

@@ -14,9 +14,11 @@ all), and drives an :class:`~openmimo.rl.backends.EngineBackend` of its own.  Th
   worker answers and returns every finished sample that arrived;
 - ``abort(gid)``: the owner drops the group; samples it finished that were not delivered yet count as lost, as in
   the local backend;
-- ``update_weights(weights)``: the new weights go to the object store once and every worker copies them into its
-  engine in place (``Engine.update_weights``), after the engine steps already queued: the weights broadcast after
-  each update.  The copy travels through Ray's object store (host memory), not NCCL.
+- ``update_weights(weights)``: every worker copies the new weights into its engine in place
+  (``Engine.update_weights``), after the engine steps already queued: the weights broadcast after each update.
+  ``weight_sync="object_store"`` (default) puts them in Ray's object store once (host memory);
+  ``"collective"`` broadcasts them over a process group of the trainer and the workers (NCCL between GPUs, gloo
+  otherwise; :mod:`openmimo.rl.weight_sync`).
 
 A request's samples depend only on its seed (the engine's counter-based sampling), so which worker runs a group
 does not change its tokens: the same seeds give the samples the local backend gives.  ``slots`` is the sum of the
@@ -34,6 +36,7 @@ import torch
 
 from openmimo.rewards.ray_pool import ensure_ray, import_ray
 from openmimo.rl.backends import EngineBackend, Finished, WallClock
+from openmimo.rl.weight_sync import WeightGroup, serve_store
 
 
 def cpu_state_dict(weights) -> dict:
@@ -82,6 +85,22 @@ class RolloutWorker:
     def update_weights(self, state: dict) -> None:
         self.backend.update_weights(state)
 
+    def weight_plan(self) -> tuple[list[str], list[tuple], str]:
+        """The engine's parameter names (the broadcast's order), shapes and dtype name."""
+        params = dict(self.backend.engine.model.named_parameters())
+        names = sorted(params)
+        return names, [tuple(params[n].shape) for n in names], str(params[names[0]].dtype).removeprefix("torch.")
+
+    def join_weight_group(self, host: str, port: int, rank: int, world: int, backend: str) -> None:
+        self._plan = self.weight_plan()
+        self._group = WeightGroup.join(host, port, rank, world, backend)
+
+    def receive_weights(self) -> None:
+        """Receive one broadcast (``RayRolloutBackend.update_weights``) into the engine, bucket by bucket."""
+        names, shapes, dtype = self._plan
+        for idx, tensors in self._group.receive(shapes, getattr(torch, dtype)):
+            self.backend.engine.update_weights({names[i]: t for i, t in zip(idx, tensors)}, strict=False)
+
     def state_dict(self) -> dict:
         """The engine's weights (CPU tensors): what a check compares with the trainer's."""
         return cpu_state_dict(self.backend.engine.model)
@@ -92,9 +111,12 @@ class RayRolloutBackend:
 
     def __init__(self, model_config: dict, state_dict: dict, params, *, workers: int = 2, seed: int = 0,
                  engine_kwargs: dict | None = None, gpus_per_worker: float = 0.0, threads_per_worker: int = 1,
-                 poll_s: float = 0.05, address: str | None = None, extra_cpus: int = 0):
+                 poll_s: float = 0.05, address: str | None = None, extra_cpus: int = 0,
+                 weight_sync: str = "object_store"):
         if workers < 1:
             raise ValueError(f"workers={workers}: at least one rollout worker")
+        if weight_sync not in ("object_store", "collective"):
+            raise ValueError(f"weight_sync={weight_sync!r}: expected object_store or collective")
         import_ray("Ray rollout workers")
         state_bytes = sum(t.numel() * t.element_size() for t in state_dict.values())
         gpus = {"num_gpus": torch.cuda.device_count()} if gpus_per_worker and not address else {}
@@ -114,6 +136,23 @@ class RayRolloutBackend:
         self._inflight: dict = {}  # ObjectRef of a poll -> worker index
         self._polling: dict[int, object] = {}  # worker index -> its poll's ObjectRef
         self._ready: list[Finished] = []  # delivered by a poll that abort() had to wait for
+        self._group = None
+        if weight_sync == "collective":
+            self._join_group(address, bool(gpus_per_worker))
+
+    def _join_group(self, address: str | None, gpus: bool) -> None:
+        """The weight-broadcast group (openmimo/rl/weight_sync.py): this process rank 0, worker i rank i + 1."""
+        ray = self._ray
+        names, _, dtype = ray.get(self.workers[0].weight_plan.remote())
+        self._names, self._dtype = names, getattr(torch, dtype)
+        backend = "nccl" if gpus and torch.cuda.is_available() else "gloo"
+        host = ray.util.get_node_ip_address() if address else "127.0.0.1"
+        world = len(self.workers) + 1
+        self._store = serve_store(host, world)
+        joins = [w.join_weight_group.remote(host, self._store.port, i + 1, world, backend)
+                 for i, w in enumerate(self.workers)]
+        self._group = WeightGroup(self._store, 0, world, backend)  # returns once every worker has joined
+        ray.get(joins)
 
     def submit(self, gid: int, prompt_ids, n: int, meta=None) -> None:
         w = min(range(len(self.workers)), key=self._load.__getitem__)
@@ -179,9 +218,16 @@ class RayRolloutBackend:
         return sum(self._left.values())
 
     def update_weights(self, weights) -> None:
-        """Every worker's engine gets ``weights`` (a module or a state dict), after its queued steps."""
-        ref = self._ray.put(cpu_state_dict(weights))
-        self._ray.get([w.update_weights.remote(ref) for w in self.workers])
+        """Every worker's engine gets ``weights`` (a module or a state dict), after its queued steps: by one
+        broadcast over the weight group, or through the object store."""
+        if self._group is None:
+            ref = self._ray.put(cpu_state_dict(weights))
+            self._ray.get([w.update_weights.remote(ref) for w in self.workers])
+            return
+        sd = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
+        refs = [w.receive_weights.remote() for w in self.workers]
+        self._group.send([sd[n] for n in self._names], self._dtype)
+        self._ray.get(refs)
 
     def close(self) -> None:
         ray = self._ray

@@ -110,7 +110,8 @@ class RLRun:
             self.backend = RayRolloutBackend(
                 gen_model.config.to_hf_dict(), gen_model.state_dict(), self.params, workers=g.workers, seed=gen_seed,
                 engine_kwargs={"max_slots": g.max_slots, "max_len": g.max_len}, gpus_per_worker=g.gpus_per_worker,
-                address=t.ray_address or None, extra_cpus=t.reward_workers if t.reward_backend == "ray" else 0)
+                address=t.ray_address or None, extra_cpus=t.reward_workers if t.reward_backend == "ray" else 0,
+                weight_sync=g.weight_sync)
             del gen_model
         else:
             self.engine = Engine(gen_model, max_slots=g.max_slots, max_len=g.max_len, seed=gen_seed,
