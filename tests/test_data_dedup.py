@@ -208,3 +208,77 @@ def test_candidate_pairs_connect_exactly_the_documents_that_share_a_band_key():
              if any(keys[i, b] == keys[j, b] != 0 for b in range(keys.shape[1]))]
     assert brute and groups(pairs.tolist()) == groups(brute)
     assert all(any(keys[i, b] == keys[j, b] != 0 for b in range(keys.shape[1])) for i, j in pairs.tolist())
+
+
+def _ascii_texts(seed=0, n=80):
+    r = random.Random(seed)
+    words = ["alpha", "Beta", "GAMMA", "w12", "13", "end.", "(1)", "tab\there", "", "...", "x_y", "Q"]
+    out = [" ".join(r.choice(words) for _ in range(r.randint(0, 40))) for _ in range(n)]
+    return out + ["", "   ", "one", "A B C D E F"]
+
+
+@pytest.mark.parametrize("n", (1, 2, 5, 16))
+def test_minhash_shingle_hashes_equal_ngram_hashes_and_the_python_definition(n):
+    batches = [
+        _texts(),  # non-ASCII and operators
+        _ascii_texts(),  # ASCII without operators: one join and encode, A-Z lower-cased by the translate table
+        _ascii_texts(1) + ["x=12", "a+b", "6x=-36 ok", "1<2>3^4%5*6/7"],  # ASCII with operators
+        ["null\x00byte Here", "plain words here", "x\x00"],  # a NUL byte: the texthash path
+        ["", "   ", ""], ["Hello, World! 3 + 4 = 7."], ["ΣΑΣ ΟΔΟΣ", "İstanbul ǅ ﬁx"], [],
+    ]
+    for texts in batches:
+        h, off = minhash.shingle_hashes(texts, n)
+        rh, roff = texthash.ngram_hashes(texts, n, mode="alnum", short="whole")
+        assert h.dtype == rh.dtype and off.dtype == roff.dtype
+        assert np.array_equal(h, rh) and np.array_equal(off, roff), texts
+        for i, t in enumerate(texts):
+            assert h[off[i]:off[i + 1]].tolist() == texthash.ngrams_oracle(t, n, "alnum", "whole"), t
+
+
+def test_rensa_signatures_equal_the_digest_rows():
+    rensa = pytest.importorskip("rensa")
+    p = minhash.MinHashParams(ngram=3, bands=4, rows=3, seed=7)
+    texts = _texts(2, 30)
+    h, off = texthash.ngram_hashes(texts, p.ngram, mode="alnum", short="whole")
+    rows = rensa.RMinHash.digest_matrix_from_flat_token_hashes(h, off.astype(np.uint64), num_perm=p.num_hashes,
+                                                              seed=p.seed).to_rows()
+    sigs = minhash.signatures(texts, p, "rensa")
+    assert sigs.dtype == np.uint32 and sigs.shape == (len(texts), p.num_hashes)
+    for i, t in enumerate(texts):
+        want = rows[i] if off[i + 1] > off[i] else [(1 << 32) - 1] * p.num_hashes
+        assert sigs[i].tolist() == want, t
+
+
+def test_candidate_pairs_equal_the_stable_sort_definition():
+    """Each pair (i, j): j's key equals the previous document's (in index order) holding it, from a stable sort."""
+    rng = np.random.default_rng(5)
+    for docs, bands, distinct in ((1, 3, 4), (50, 4, 6), (300, 14, 40), (2000, 14, 5000)):
+        vals = rng.integers(0, distinct, size=(docs, bands))
+        keys = np.where(vals == 0, 0, vals * 16 + np.arange(1, bands + 1)).astype(np.uint64)
+        flat = keys.ravel()
+        order = np.argsort(flat, kind="stable")
+        k = flat[order]
+        same = np.flatnonzero((k[1:] == k[:-1]) & (k[1:] != 0))
+        want = np.stack([order[same] // bands, order[same + 1] // bands], axis=1)
+        want = np.unique(want, axis=0) if want.size else want
+        got = minhash.candidate_pairs(keys)
+        assert got.shape == want.shape and np.array_equal(got, want)
+
+
+def test_minhash_shingle_hashes_of_a_batch_of_many_byte_chunks(monkeypatch):
+    """Texts over several byte chunks (one with a NUL byte, so the texthash path): the words of each chunk joined,
+    the n-grams over all of them, as ngram_hashes of the whole batch gives them."""
+    monkeypatch.setattr(minhash, "_BYTE_CHUNK", 300)
+    texts = _ascii_texts(3, 40) + _texts(4, 20) + ["a\x00b c d e f g"] + _ascii_texts(5, 30)
+    h, off = minhash.shingle_hashes(texts, 5)
+    rh, roff = texthash.ngram_hashes(texts, 5, mode="alnum", short="whole")
+    assert np.array_equal(h, rh) and np.array_equal(off, roff)
+    p = minhash.MinHashParams(ngram=5, bands=4, rows=3, seed=7)
+    for backend in sorted(minhash.BACKENDS):
+        monkeypatch.setattr(minhash, "_TEXT_CHUNK", 1000)
+        sigs = minhash.signatures(texts, p, backend)
+        monkeypatch.setattr(minhash, "_TEXT_CHUNK", 1 << 30)
+        monkeypatch.setattr(minhash, "_BYTE_CHUNK", 1 << 30)
+        assert np.array_equal(sigs, minhash.signatures(texts, p, backend))
+        monkeypatch.setattr(minhash, "_BYTE_CHUNK", 300)
+    assert (minhash.signatures(texts, p, "numpy") == [minhash.signature_oracle(t, p) for t in texts]).all()

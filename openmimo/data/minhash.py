@@ -8,23 +8,31 @@ values of any band agree; each band's values are folded into one 64-bit band key
 is a pair sharing a key.  The probability that a pair of Jaccard similarity J becomes a candidate is
 ``1 - (1 - J**rows)**bands`` (:func:`candidate_probability`).
 
-:func:`signature_oracle` and :func:`jaccard` are the plain-Python definitions the tests compare against.
+:func:`shingle_hashes` gives ``texthash.ngram_hashes(texts, ngram, mode="alnum", short="whole")`` in fewer passes
+over the bytes (the tests hold the two equal).  :func:`signature_oracle` and :func:`jaccard` are the plain-Python
+definitions the tests compare against.
 """
 
 from __future__ import annotations
 
 import array
-import itertools
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from openmimo.data.texthash import mix64_inplace, ngram_hashes, ngrams_oracle, text_chunks
+from openmimo.data.texthash import (OPERATORS, _TABLES, _pows, combine, mix64_inplace, ngrams_oracle, text_chunks,
+                                    word_hashes)
 
 _SHINGLES_PER_BLOCK = 1 << 15  # shingles and hash functions of one pass of the NumPy backend (2 MB of products)
 _HASHES_PER_PASS = 8
-_TEXT_CHUNK = 1 << 17  # characters hashed at once (texthash.text_chunks)
+_TEXT_CHUNK = 1 << 18  # characters whose n-grams are hashed and signed at once (texthash.text_chunks)
+_BYTE_CHUNK = 1 << 17  # characters whose bytes are scanned at once (shingle_hashes)
+# bytes.translate table: a byte of a word (mode "alnum") to itself lower-cased, a blank to 0; NUL is the one word
+# byte that maps to 0, so a batch holding one takes texthash.word_hashes instead
+_WORD_OR_ZERO = np.where(_TABLES["alnum"] == 32, 0, _TABLES["alnum"]).astype(np.uint8).tobytes()
+_OPS = [bytes([c]) for c in OPERATORS]
+_SPACED_OPS = [(op, b" " + op + b" ") for op in _OPS]
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,77 @@ class MinHashParams:
 
 def candidate_probability(j: float, bands: int, rows: int) -> float:
     return 1.0 - (1.0 - j ** rows) ** bands
+
+
+def _batch_bytes(texts: Sequence[str]) -> tuple[bytes, np.ndarray]:
+    """``(raw, lens)``: the texts as one byte string, a blank before, between and after them, each operator spaced
+    out (a word of its own, as in texthash.word_hashes), and each text's length in it plus its separator.  A text
+    in ASCII is encoded as it is (the translate table lower-cases A-Z, which is all ``str.lower`` does to ASCII);
+    a batch all in ASCII and without operators is joined and encoded in one call."""
+    if all(map(str.isascii, texts)):
+        raw = " ".join(["", *texts, ""]).encode("ascii")
+        if not any(op in raw for op in _OPS):
+            lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+            lens += 1
+            return raw, lens
+        enc = [t.encode("ascii") for t in texts]
+    else:
+        enc = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
+    joined = b" ".join(enc)
+    for op, spaced in _SPACED_OPS:
+        if op in joined:
+            enc = [e.replace(op, spaced) for e in enc]
+    lens = np.fromiter(map(len, enc), dtype=np.int64, count=len(enc))
+    lens += 1
+    return b" ".join([b"", *enc, b""]), lens
+
+
+def _word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``texthash.word_hashes(texts, "alnum")``, value for value, in fewer passes: one ``bytes.translate`` gives
+    each byte of a word lower-cased and each blank as 0, so the byte polynomial's prefix sum and the word edges
+    both come from it; ASCII texts skip ``str.lower`` (:func:`_batch_bytes`)."""
+    raw, lens = _batch_bytes(texts)
+    if b"\x00" in raw:
+        return word_hashes(texts, "alnum")
+    z = np.frombuffer(raw.translate(_WORD_OR_ZERO), dtype=np.uint8)
+    solid = z.astype(bool)
+    # the edges alternate: byte edge[2k] + 1 starts a word and byte edge[2k + 1] + 1 is the blank after it
+    edge = np.flatnonzero(solid[1:] != solid[:-1])
+    starts = np.ascontiguousarray(edge[0::2])  # read by a take and a searchsorted
+    pw, inv, _, _ = _pows(z.size)
+    with np.errstate(over="ignore"):
+        # prefix[i]: the polynomial of bytes 0..i, so the word of bytes s..e-1 is (prefix[e-1] - prefix[s-1]) * p**-s
+        prefix = np.empty(z.size, dtype=np.uint64)
+        prefix[:] = z  # widen first: a uint8 * uint64 product would cast through a buffer
+        prefix *= pw[:z.size]
+        np.cumsum(prefix, out=prefix)
+        at = prefix.take(edge)
+        words = np.subtract(at[1::2], at[0::2])
+        words *= inv[1:].take(starts)
+        words += (edge[1::2] - starts).view(np.uint64)
+    mix64_inplace(words)
+    # each text's first word starts after the previous text's last separator
+    offsets = np.empty(len(texts) + 1, dtype=np.int64)
+    offsets[0] = 0
+    np.cumsum(lens, out=offsets[1:])
+    offsets[1:] = np.searchsorted(starts, offsets[1:], side="left")
+    return words, offsets
+
+
+def shingle_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """``texthash.ngram_hashes(texts, ngram, mode="alnum", short="whole")``, value for value: the words of
+    ``_BYTE_CHUNK`` characters at a time (:func:`_word_hashes`; the byte arrays stay in cache), their n-grams in
+    one pass over all of them (fewer NumPy calls per document)."""
+    parts = [_word_hashes(chunk) for chunk in text_chunks(texts, _BYTE_CHUNK)]
+    if len(parts) == 1:
+        return combine(*parts[0], ngram, "whole")
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    lo, base = 0, 0
+    for w, off in parts:
+        offsets[lo + 1:lo + off.size] = off[1:] + base
+        lo, base = lo + off.size - 1, base + w.size
+    words = np.concatenate([w for w, _ in parts]) if parts else np.zeros(0, dtype=np.uint64)
+    return combine(words, offsets, ngram, "whole")
 
 
 def signatures_from_hashes(h: np.ndarray, offsets: np.ndarray, params: MinHashParams) -> np.ndarray:
@@ -90,10 +169,14 @@ def signatures_rensa(h: np.ndarray, offsets: np.ndarray, params: MinHashParams) 
     """The same shape from rensa's R-MinHash over the same shingle hashes (its own hash family; Rust, SIMD)."""
     import rensa  # optional dependency (the `data` extra)
 
-    m = rensa.RMinHash.digest_matrix_from_flat_token_hashes(h, offsets.astype(np.uint64), num_perm=params.num_hashes,
+    row_offsets = np.asarray(offsets, dtype=np.int64).view(np.uint64)  # >= 0: the same values unsigned
+    m = rensa.RMinHash.digest_matrix_from_flat_token_hashes(h, row_offsets, num_perm=params.num_hashes,
                                                            seed=params.seed)
-    # the matrix comes out as Python lists of ints only; one flat pass into a uint32 buffer is the cheapest read
-    flat = array.array("I", itertools.chain.from_iterable(m.to_rows()))
+    # the matrix comes out as Python lists of ints only: the rows are spliced into one list by C-level extends,
+    # which array() reads straight from the list
+    values: list = []
+    list(map(values.extend, m.to_rows()))
+    flat = array.array("I", values)
     out = np.frombuffer(flat, dtype=np.uint32).reshape(offsets.size - 1, params.num_hashes).copy()
     out[np.diff(offsets) == 0] = np.iinfo(np.uint32).max
     return out
@@ -109,7 +192,7 @@ def signatures(texts: Sequence[str], params: MinHashParams, backend: str = "rens
     if backend not in BACKENDS:
         raise ValueError(f"unknown minhash backend {backend!r} (choose from {', '.join(BACKENDS)})")
     sign = BACKENDS[backend]
-    parts = [sign(*ngram_hashes(chunk, params.ngram, mode="alnum", short="whole"), params)
+    parts = [sign(*shingle_hashes(chunk, params.ngram), params)
              for chunk in text_chunks(texts, _TEXT_CHUNK)]
     return np.concatenate(parts) if parts else np.zeros((0, params.num_hashes), dtype=np.uint32)
 
@@ -144,10 +227,17 @@ def candidate_pairs(keys: np.ndarray) -> np.ndarray:
     so two bands never share one); keys 0 are skipped."""
     n, bands = keys.shape
     flat = keys.ravel()
-    # a stable sort of the row-major keys orders equal keys by document
-    order = np.argsort(flat, kind="stable")
+    # an unstable sort of the row-major keys, then the positions of each run of equal keys re-sorted by index:
+    # the order of a stable sort wherever it matters (equal keys ordered by document)
+    order = np.argsort(flat)
     k = flat[order]
     same = np.flatnonzero((k[1:] == k[:-1]) & (k[1:] != 0))
+    if same.size:
+        run = np.zeros(k.size, dtype=bool)
+        run[same] = True
+        run[same + 1] = True
+        pos = np.flatnonzero(run)
+        order[pos] = order[pos][np.lexsort((order[pos], k[pos]))]
     pairs = np.stack([order[same] // bands, order[same + 1] // bands], axis=1)
     if pairs.size:
         pairs = np.unique(pairs, axis=0)
