@@ -40,6 +40,10 @@ def add_engine_arguments(parser) -> None:
     g.add_argument("--kv-budget-gb", type=float, default=None, help="KV-cache memory budget (default on GPU: 80%% of free memory)")
     g.add_argument("--spec-k", type=int, default=0, help="MTP draft tokens per step (0 = no speculative decoding)")
     g.add_argument("--no-compile", action="store_true", help="do not compile the decode step on GPU")
+    g.add_argument("--compile-scope", choices=["step", "block"], default="step",
+                   help="what torch.compile compiles on GPU: each decode variant whole (step), or regions shared by "
+                        "every layer with each step captured as one CUDA graph (block: seconds of warm-up instead "
+                        "of minutes; docs/benchmarks.md)")
 
 
 def add_arguments(parser) -> None:
@@ -82,7 +86,8 @@ def build_engine(args, **engine_kw):
     budget = int(args.kv_budget_gb * 2**30) if args.kv_budget_gb else None
     try:
         engine = Engine(model, max_slots=args.max_slots, max_len=args.max_len, kv_budget_bytes=budget,
-                        spec_k=args.spec_k, compile=False if args.no_compile else None, **engine_kw)
+                        spec_k=args.spec_k, compile=False if args.no_compile else None,
+                        compile_scope=args.compile_scope, **engine_kw)
     except ValueError as e:
         raise UsageError(str(e)) from None
     return engine, tokenizer
