@@ -238,10 +238,9 @@ def candidate_pairs(keys: np.ndarray) -> np.ndarray:
         run[same + 1] = True
         pos = np.flatnonzero(run)
         order[pos] = order[pos][np.lexsort((order[pos], k[pos]))]
-    pairs = np.stack([order[same] // bands, order[same + 1] // bands], axis=1)
-    if pairs.size:
-        pairs = np.unique(pairs, axis=0)
-    return pairs
+    # each pair once, in (i, j) order: i * n + j is unique and sorts as (i, j) does
+    code = np.unique(order[same] // bands * n + order[same + 1] // bands)
+    return np.stack([code // n, code % n], axis=1)
 
 
 class UnionFind:
