@@ -282,3 +282,14 @@ def test_minhash_shingle_hashes_of_a_batch_of_many_byte_chunks(monkeypatch):
         assert np.array_equal(sigs, minhash.signatures(texts, p, backend))
         monkeypatch.setattr(minhash, "_BYTE_CHUNK", 300)
     assert (minhash.signatures(texts, p, "numpy") == [minhash.signature_oracle(t, p) for t in texts]).all()
+
+
+def test_minhash_slices_cut_where_text_chunks_cuts():
+    r = random.Random(6)
+    for size in (1, 5, 40, 1000):
+        for _ in range(30):
+            texts = ["x" * r.choice([0, 0, 1, 3, 7, 20, 60]) for _ in range(r.randint(0, 25))]
+            chars = np.array([len(t) for t in texts], dtype=np.int64)
+            want = [len(c) for c in texthash.text_chunks(texts, size)]
+            got = [hi - lo for lo, hi in minhash._slices(chars, size)]
+            assert got == want and sum(got) == len(texts)

@@ -21,12 +21,11 @@ from typing import Sequence
 
 import numpy as np
 
-from openmimo.data.texthash import (OPERATORS, _TABLES, _pows, combine, mix64_inplace, ngrams_oracle, text_chunks,
-                                    word_hashes)
+from openmimo.data.texthash import OPERATORS, _TABLES, _pows, combine, mix64_inplace, ngrams_oracle, word_hashes
 
 _SHINGLES_PER_BLOCK = 1 << 15  # shingles and hash functions of one pass of the NumPy backend (2 MB of products)
 _HASHES_PER_PASS = 8
-_TEXT_CHUNK = 1 << 18  # characters whose n-grams are hashed and signed at once (texthash.text_chunks)
+_TEXT_CHUNK = 1 << 18  # characters whose n-grams are hashed and signed at once (as texthash.text_chunks cuts)
 _BYTE_CHUNK = 1 << 17  # characters whose bytes are scanned at once (shingle_hashes)
 # bytes.translate table: a byte of a word (mode "alnum") to itself lower-cased, a blank to 0; NUL is the one word
 # byte that maps to 0, so a batch holding one takes texthash.word_hashes instead
@@ -61,17 +60,16 @@ def candidate_probability(j: float, bands: int, rows: int) -> float:
     return 1.0 - (1.0 - j ** rows) ** bands
 
 
-def _batch_bytes(texts: Sequence[str]) -> tuple[bytes, np.ndarray]:
+def _batch_bytes(texts: Sequence[str], chars: np.ndarray) -> tuple[bytes, np.ndarray]:
     """``(raw, lens)``: the texts as one byte string, a blank before, between and after them, each operator spaced
-    out (a word of its own, as in texthash.word_hashes), and each text's length in it plus its separator.  A text
-    in ASCII is encoded as it is (the translate table lower-cases A-Z, which is all ``str.lower`` does to ASCII);
-    a batch all in ASCII and without operators is joined and encoded in one call."""
+    out (a word of its own, as in texthash.word_hashes), and each text's length in it plus its separator
+    (``chars``: each text's length in characters).  A text in ASCII is encoded as it is (the translate table
+    lower-cases A-Z, which is all ``str.lower`` does to ASCII); a batch all in ASCII and without operators is
+    joined and encoded in one call."""
     if all(map(str.isascii, texts)):
         raw = " ".join(["", *texts, ""]).encode("ascii")
         if not any(op in raw for op in _OPS):
-            lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-            lens += 1
-            return raw, lens
+            return raw, chars + 1
         enc = [t.encode("ascii") for t in texts]
     else:
         enc = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
@@ -84,11 +82,11 @@ def _batch_bytes(texts: Sequence[str]) -> tuple[bytes, np.ndarray]:
     return b" ".join([b"", *enc, b""]), lens
 
 
-def _word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _word_hashes(texts: Sequence[str], chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``texthash.word_hashes(texts, "alnum")``, value for value, in fewer passes: one ``bytes.translate`` gives
     each byte of a word lower-cased and each blank as 0, so the byte polynomial's prefix sum and the word edges
-    both come from it; ASCII texts skip ``str.lower`` (:func:`_batch_bytes`)."""
-    raw, lens = _batch_bytes(texts)
+    both come from it; ASCII texts skip ``str.lower`` (:func:`_batch_bytes`; ``chars``: the texts' lengths)."""
+    raw, lens = _batch_bytes(texts, chars)
     if b"\x00" in raw:
         return word_hashes(texts, "alnum")
     z = np.frombuffer(raw.translate(_WORD_OR_ZERO), dtype=np.uint8)
@@ -116,11 +114,29 @@ def _word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return words, offsets
 
 
-def shingle_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
+def _slices(chars: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """``(lo, hi)`` of the slices ``texthash.text_chunks(texts, size)`` cuts, from the texts' lengths ``chars``:
+    one ``searchsorted`` per slice instead of a Python step per text."""
+    cum = np.cumsum(chars)
+    out, lo = [], 0
+    while lo < cum.size:
+        base = int(cum[lo - 1]) if lo else 0
+        hi = min(int(np.searchsorted(cum, base + size, side="left")) + 1, cum.size)
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+def _lengths(texts: Sequence[str]) -> np.ndarray:
+    return np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+
+
+def shingle_hashes(texts: Sequence[str], ngram: int, chars: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``texthash.ngram_hashes(texts, ngram, mode="alnum", short="whole")``, value for value: the words of
     ``_BYTE_CHUNK`` characters at a time (:func:`_word_hashes`; the byte arrays stay in cache), their n-grams in
-    one pass over all of them (fewer NumPy calls per document)."""
-    parts = [_word_hashes(chunk) for chunk in text_chunks(texts, _BYTE_CHUNK)]
+    one pass over all of them (fewer NumPy calls per document).  ``chars``: the texts' lengths, if known."""
+    chars = _lengths(texts) if chars is None else chars
+    parts = [_word_hashes(texts[lo:hi], chars[lo:hi]) for lo, hi in _slices(chars, _BYTE_CHUNK)]
     if len(parts) == 1:
         return combine(*parts[0], ngram, "whole")
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
@@ -192,8 +208,9 @@ def signatures(texts: Sequence[str], params: MinHashParams, backend: str = "rens
     if backend not in BACKENDS:
         raise ValueError(f"unknown minhash backend {backend!r} (choose from {', '.join(BACKENDS)})")
     sign = BACKENDS[backend]
-    parts = [sign(*shingle_hashes(chunk, params.ngram), params)
-             for chunk in text_chunks(texts, _TEXT_CHUNK)]
+    chars = _lengths(texts)
+    parts = [sign(*shingle_hashes(texts[lo:hi], params.ngram, chars[lo:hi]), params)
+             for lo, hi in _slices(chars, _TEXT_CHUNK)]
     return np.concatenate(parts) if parts else np.zeros((0, params.num_hashes), dtype=np.uint32)
 
 
