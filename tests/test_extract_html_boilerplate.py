@@ -129,6 +129,30 @@ def test_drop_short_runs_on_lines():
     assert _drop_short_runs(["a", "b", "c"], [False] * 3) == ["a", "b", "c"]
 
 
+def test_a_list_of_short_items_between_prose_stays():
+    steps = ["Add the two numbers.", "Carry the one.", "Write the digit.", "Check the sum."]
+    body = "<ol>" + "".join(f"<li>{t}</li>" for t in steps) + "</ol>"
+    listed = "\n".join(f"{i}. {t}" for i, t in enumerate(steps, 1))
+    assert text_of(body) == f"{PROSE_A}\n\n{listed}\n\n{PROSE_B}"
+
+
+def test_a_list_of_short_items_at_the_edge_of_the_text_goes():
+    menu = "<ul>" + "".join(f"<li>{t}</li>" for t in ["Home", "Forums", "Members", "Help"]) + "</ul>"
+    html = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>T</title></head><body><main><article>"
+            f"<p>{PROSE_A}</p><p>{PROSE_B}</p>{menu}</article></main></body></html>")
+    assert extract_html(html)["text"] == f"{PROSE_A}\n\n{PROSE_B}"  # no prose after it: furniture
+
+
+def test_list_in_prose_on_lines():
+    long_line = "long enough line with eight words in it"
+    items_ = ["- a", "- b", "- c", "- d"]
+    assert _drop_short_runs([long_line, *items_, long_line], [False] * 6) == [long_line, *items_, long_line]
+    assert _drop_short_runs([long_line, *items_], [False] * 5) == [long_line]  # nothing after it
+    assert _drop_short_runs(["# T", *items_, long_line], [False] * 6) == ["# T", long_line]  # a heading before
+    mixed = ["- a", "b", "- c", "- d"]  # not all list items
+    assert _drop_short_runs([long_line, *mixed, long_line], [False] * 6) == [long_line, long_line]
+
+
 # ---- pop-up widgets and script anchors -------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", ["dropdown-menu", "s-popover", "tooltip", "jw-shortcuts-tooltip", "ant-dropdown-trigger"])
 def test_popup_widgets_are_skipped(cls):

@@ -395,12 +395,13 @@ def _drop_short_runs(lines: list[str], fixed: list[bool]) -> list[str]:
     jusText's block classifiers: menus, language pickers, user panels, vote and share widgets and option lists
     lay out as runs of short blocks, prose as longer ones.  A fixed line (code, fence, formula, inline code, table
     row) ends a run and is never dropped, and so do a block of ``SHORT_WORDS`` or more and the page's first ``# ``
-    title."""
+    title.  A run of list items between two prose lines stays (:func:`_list_in_prose`)."""
     codes = ["x" if f else "s" if line and _is_short(line) else "x" if line else "b" for line, f in zip(lines, fixed)]
     title = next((i for i, line in enumerate(lines) if line.startswith("# ")), None)
     if title is not None:
         codes[title] = "x"
-    runs = [m.span() for m in _RUN.finditer("".join(codes)) if m.group().count("s") >= SHORT_RUN]
+    runs = [m.span() for m in _RUN.finditer("".join(codes))
+            if m.group().count("s") >= SHORT_RUN and not _list_in_prose(lines, codes, fixed, *m.span())]
     if not runs:
         return lines
     out: list[str] = []  # a run takes its trailing blank lines along, so no two blank lines meet
@@ -410,6 +411,21 @@ def _drop_short_runs(lines: list[str], fixed: list[bool]) -> list[str]:
         pos = end
     out += lines[pos:]
     return out
+
+
+_LIST_ITEM = re.compile(r"(?:- |\d{1,3}[.)] )")
+
+
+def _list_in_prose(lines: list[str], codes: list[str], fixed: list[bool], start: int, end: int) -> bool:
+    """Whether the short blocks ``lines[start:end]`` are all list items (``- `` or ``1. ``) with a prose line
+    (long, not a heading, code or formula) right before and right after them, blank lines aside: a list inside the
+    text, kept as jusText keeps short blocks between good ones."""
+    if not all(_LIST_ITEM.match(lines[i]) for i in range(start, end) if codes[i] == "s"):
+        return False
+    before = next((i for i in range(start - 1, -1, -1) if lines[i]), None)
+    after = next((i for i in range(end, len(lines)) if lines[i]), None)
+    return all(i is not None and codes[i] == "x" and not fixed[i] and not lines[i].startswith("#")
+               for i in (before, after))
 
 
 def _after_lead(lines: list[str]) -> list[str]:
