@@ -113,6 +113,8 @@ def test_rollout_backend_config_is_checked():
         load(RLConfig, None, ["train.model_path=x", "gen.backend=vllm"])
     with pytest.raises(ConfigError, match="gen.workers"):
         load(RLConfig, None, ["train.model_path=x", "gen.backend=ray", "gen.workers=0"])
+    with pytest.raises(ConfigError, match="gen.compile_scope"):
+        load(RLConfig, None, ["train.model_path=x", "gen.compile_scope=layers"])
     cfg = load(RLConfig, None, ["train.model_path=x", "gen.backend=ray", "train.ray_address=auto"])
     assert cfg.gen.backend == "ray" and cfg.train.ray_address == "auto"  # a cluster for the rollout workers
 

@@ -93,12 +93,17 @@ class GenConfig:
     # local backend: free the engine's KV cache and move its weights to host memory during each update (the
     # update then has the device to itself); the engine compiles per block so that its graphs re-capture cheaply
     release_during_update: bool = False
+    # what the engines compile on GPU (Engine's compile_scope): step (each decode variant whole) | block (regions
+    # shared by every layer: seconds of warm-up); release_during_update needs and implies block
+    compile_scope: str = "step"
 
     def check(self):
         if self.backend not in ("local", "ray"):
             raise ValueError(f"key 'backend' must be local or ray, got {self.backend!r}")
         if self.workers < 1 or self.gpus_per_worker < 0:
             raise ValueError("key 'workers' must be >= 1 and 'gpus_per_worker' >= 0")
+        if self.compile_scope not in ("step", "block"):
+            raise ValueError(f"key 'compile_scope' must be step or block, got {self.compile_scope!r}")
         if self.weight_sync not in ("object_store", "collective"):
             raise ValueError(f"key 'weight_sync' must be object_store or collective, got {self.weight_sync!r}")
         if self.release_during_update and self.backend != "local":

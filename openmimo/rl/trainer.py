@@ -105,17 +105,19 @@ class RLRun:
         self.params = SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
                                      stop_ids=stop)
         gen_seed = t.seed + 7919 * rank
+        scope = "block" if g.release_during_update else g.compile_scope
         if g.backend == "ray":  # rollout workers on Ray, each with its own engine (openmimo/rl/ray_rollout.py)
             self.engine = None
             self.backend = RayRolloutBackend(
                 gen_model.config.to_hf_dict(), gen_model.state_dict(), self.params, workers=g.workers, seed=gen_seed,
-                engine_kwargs={"max_slots": g.max_slots, "max_len": g.max_len}, gpus_per_worker=g.gpus_per_worker,
+                engine_kwargs={"max_slots": g.max_slots, "max_len": g.max_len, "compile_scope": scope},
+                gpus_per_worker=g.gpus_per_worker,
                 address=t.ray_address or None, extra_cpus=t.reward_workers if t.reward_backend == "ray" else 0,
                 weight_sync=g.weight_sync)
             del gen_model
         else:
             self.engine = Engine(gen_model, max_slots=g.max_slots, max_len=g.max_len, seed=gen_seed,
-                                 compile_scope="block" if g.release_during_update else "step")
+                                 compile_scope=scope)
             self.backend = EngineBackend(self.engine, self.params, seed=gen_seed)
         if t.reward_backend == "ray":
             self.pool = RayRewardPool(t.reward_workers, timeout=t.reward_timeout, address=t.ray_address or None)
