@@ -21,7 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from openmimo.data.texthash import OPERATORS, _TABLES, _pows, combine, mix64_inplace, ngrams_oracle, word_hashes
+from openmimo.data.texthash import (OPERATORS, TRANSLATE_TABLES, combine, hash_powers, mix64_inplace, ngrams_oracle,
+                                    word_hashes)
 
 _SHINGLES_PER_BLOCK = 1 << 15  # shingles and hash functions of one pass of the NumPy backend (2 MB of products)
 _HASHES_PER_PASS = 8
@@ -29,7 +30,7 @@ _TEXT_CHUNK = 1 << 18  # characters whose n-grams are hashed and signed at once 
 _BYTE_CHUNK = 1 << 17  # characters whose bytes are scanned at once (shingle_hashes)
 # bytes.translate table: a byte of a word (mode "alnum") to itself lower-cased, a blank to 0; NUL is the one word
 # byte that maps to 0, so a batch holding one takes texthash.word_hashes instead
-_WORD_OR_ZERO = np.where(_TABLES["alnum"] == 32, 0, _TABLES["alnum"]).astype(np.uint8).tobytes()
+_WORD_OR_ZERO = np.where(TRANSLATE_TABLES["alnum"] == 32, 0, TRANSLATE_TABLES["alnum"]).astype(np.uint8).tobytes()
 _OPS = [bytes([c]) for c in OPERATORS]
 _SPACED_OPS = [(op, b" " + op + b" ") for op in _OPS]
 
@@ -94,7 +95,7 @@ def _word_hashes(texts: Sequence[str], chars: np.ndarray) -> tuple[np.ndarray, n
     # the edges alternate: byte edge[2k] + 1 starts a word and byte edge[2k + 1] + 1 is the blank after it
     edge = np.flatnonzero(solid[1:] != solid[:-1])
     starts = np.ascontiguousarray(edge[0::2])  # read by a take and a searchsorted
-    pw, inv, _, _ = _pows(z.size)
+    pw, inv, _, _ = hash_powers(z.size)
     with np.errstate(over="ignore"):
         # prefix[i]: the polynomial of bytes 0..i, so the word of bytes s..e-1 is (prefix[e-1] - prefix[s-1]) * p**-s
         prefix = np.empty(z.size, dtype=np.uint64)

@@ -81,12 +81,12 @@ def _table(mode: str) -> np.ndarray:
     return t
 
 
-_TABLES = {m: _table(m) for m in MODES}
+TRANSLATE_TABLES = {m: _table(m) for m in MODES}  # mode -> the byte map of _table (minhash's shingle scan reads it)
 
 
 def _solid(mode: str) -> bytes:
     """``bytes.translate`` table: 1 for a byte that is part of a word under :func:`_table` (operators too), else 0."""
-    return (_TABLES[mode] != 32).astype(np.uint8).tobytes()
+    return (TRANSLATE_TABLES[mode] != 32).astype(np.uint8).tobytes()
 
 
 _SOLID = {m: _solid(m) for m in MODES}
@@ -128,7 +128,7 @@ def _powers(base: np.uint64, n: int) -> tuple[np.ndarray, np.ndarray]:
 _POW_CACHE: list = [np.ones(1, np.uint64)] * 4
 
 
-def _pows(n: int):
+def hash_powers(n: int):
     """Byte-level and word-level powers for arrays up to ``n`` long (cached; grown to the next power of two)."""
     if _POW_CACHE[0].size <= n:
         size = 1 << max(12, (n + 1).bit_length())
@@ -165,7 +165,7 @@ def word_hashes(texts: Sequence[str], mode: str = "alnum") -> tuple[np.ndarray, 
     # the edges alternate: byte edge[2k] + 1 starts a word and byte edge[2k + 1] + 1 is the blank after it
     edge = np.flatnonzero(solid[1:] != solid[:-1])
     starts, ends = edge[0::2], edge[1::2]
-    pw, inv, _, _ = _pows(buf.size)
+    pw, inv, _, _ = hash_powers(buf.size)
     with np.errstate(over="ignore"):
         # prefix[i]: the polynomial of bytes 0..i, so the word of bytes s..e-1 is (prefix[e-1] - prefix[s-1]) * p**-s
         prefix = np.empty(buf.size, dtype=np.uint64)
@@ -226,7 +226,7 @@ def combine(words: np.ndarray, offsets: np.ndarray, n: int, short: str = "drop")
 
 def span_hashes(words: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """The n-gram hash (as :func:`combine` computes it) of ``words[s:e]`` for each (s, e)."""
-    _, _, qw, qinv = _pows(words.size)
+    _, _, qw, qinv = hash_powers(words.size)
     return _segment_hashes(words, starts, ends, qw, qinv)
 
 
@@ -245,7 +245,7 @@ def text_chunks(texts: Sequence[str], chars: int):
 
 def word_prefix(words: np.ndarray) -> np.ndarray:
     """Prefix sums (``len(words) + 1``) of the word-level polynomial, for :func:`window_keys` and :func:`span_keys`."""
-    _, _, qw, _ = _pows(words.size)
+    _, _, qw, _ = hash_powers(words.size)
     prefix = np.empty(words.size + 1, dtype=np.uint64)
     prefix[0] = 0
     with np.errstate(over="ignore"):
@@ -260,7 +260,7 @@ def window_keys(prefix: np.ndarray, n: int) -> np.ndarray:
     m = prefix.size - n
     if m <= 0:
         return np.zeros(0, dtype=np.uint64)
-    _, _, _, qinv = _pows(prefix.size)
+    _, _, _, qinv = hash_powers(prefix.size)
     with np.errstate(over="ignore"):
         keys = np.subtract(prefix[n:], prefix[:m])
         keys *= qinv[:m]
@@ -269,7 +269,7 @@ def window_keys(prefix: np.ndarray, n: int) -> np.ndarray:
 
 def span_keys(prefix: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Key (as :func:`window_keys`) of ``words[s:e]`` for each (s, e)."""
-    _, _, _, qinv = _pows(prefix.size)
+    _, _, _, qinv = hash_powers(prefix.size)
     with np.errstate(over="ignore"):
         return (prefix[ends] - prefix[starts]) * qinv[starts]
 
@@ -284,7 +284,7 @@ def ngram_hashes(texts: Sequence[str], n: int, mode: str = "alnum", short: str =
 def normalize_words(text: str, mode: str = "alnum") -> list[bytes]:
     """The words of ``text`` as the fast path sees them (lower-cased, UTF-8, split at the table's spaces;
     in mode ``"alnum"`` each operator character is a word of its own)."""
-    words = _TABLES[mode][np.frombuffer(text.lower().encode("utf-8", "surrogatepass"), dtype=np.uint8)].tobytes().split(b" ")
+    words = TRANSLATE_TABLES[mode][np.frombuffer(text.lower().encode("utf-8", "surrogatepass"), dtype=np.uint8)].tobytes().split(b" ")
     if mode == "alnum":
         words = [part for w in words for part in _OP_SPLIT.findall(w)]
     return words
