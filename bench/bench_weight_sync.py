@@ -36,8 +36,10 @@ def config(args) -> MiMoConfig:
         return MiMoConfig(vocab_size=151680, hidden_size=4096, intermediate_size=11008, num_hidden_layers=36,
                           num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
                           num_nextn_predict_layers=1, tie_word_embeddings=False)
+    heads = max(1, args.hidden // 64)
     return MiMoConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 2,
-                      num_hidden_layers=args.layers, num_attention_heads=args.hidden // 64, num_key_value_heads=2,
+                      num_hidden_layers=args.layers, num_attention_heads=heads,
+                      num_key_value_heads=2 if heads % 2 == 0 else 1,
                       max_position_embeddings=512, num_nextn_predict_layers=1, tie_word_embeddings=False)
 
 
