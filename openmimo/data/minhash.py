@@ -21,8 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from openmimo.data.texthash import (OPERATORS, TRANSLATE_TABLES, combine, hash_powers, mix64_inplace, ngrams_oracle,
-                                    word_hashes)
+from openmimo.data.texthash import (OPERATORS, TRANSLATE_TABLES, combine, edge_word_hashes, mix64_inplace,
+                                    ngrams_oracle, word_hashes)
 
 _SHINGLES_PER_BLOCK = 1 << 15  # shingles and hash functions of one pass of the NumPy backend (2 MB of products)
 _HASHES_PER_PASS = 8
@@ -94,19 +94,7 @@ def _word_hashes(texts: Sequence[str], chars: np.ndarray) -> tuple[np.ndarray, n
     solid = z.astype(bool)
     # the edges alternate: byte edge[2k] + 1 starts a word and byte edge[2k + 1] + 1 is the blank after it
     edge = np.flatnonzero(solid[1:] != solid[:-1])
-    starts = np.ascontiguousarray(edge[0::2])  # read by a take and a searchsorted
-    pw, inv, _, _ = hash_powers(z.size)
-    with np.errstate(over="ignore"):
-        # prefix[i]: the polynomial of bytes 0..i, so the word of bytes s..e-1 is (prefix[e-1] - prefix[s-1]) * p**-s
-        prefix = np.empty(z.size, dtype=np.uint64)
-        prefix[:] = z  # widen first: a uint8 * uint64 product would cast through a buffer
-        prefix *= pw[:z.size]
-        np.cumsum(prefix, out=prefix)
-        at = prefix.take(edge)
-        words = np.subtract(at[1::2], at[0::2])
-        words *= inv[1:].take(starts)
-        words += (edge[1::2] - starts).view(np.uint64)
-    mix64_inplace(words)
+    words, starts = edge_word_hashes(z, edge)
     # each text's first word starts after the previous text's last separator
     offsets = np.empty(len(texts) + 1, dtype=np.int64)
     offsets[0] = 0

@@ -164,24 +164,32 @@ def word_hashes(texts: Sequence[str], mode: str = "alnum") -> tuple[np.ndarray, 
     solid = np.frombuffer(raw.translate(_SOLID[mode]), dtype=np.uint8)
     # the edges alternate: byte edge[2k] + 1 starts a word and byte edge[2k + 1] + 1 is the blank after it
     edge = np.flatnonzero(solid[1:] != solid[:-1])
-    starts, ends = edge[0::2], edge[1::2]
-    pw, inv, _, _ = hash_powers(buf.size)
-    with np.errstate(over="ignore"):
-        # prefix[i]: the polynomial of bytes 0..i, so the word of bytes s..e-1 is (prefix[e-1] - prefix[s-1]) * p**-s
-        prefix = np.empty(buf.size, dtype=np.uint64)
-        prefix[:] = buf  # widen first: a uint8 * uint64 product would cast through a buffer
-        prefix *= pw[:buf.size]
-        np.cumsum(prefix, out=prefix)
-        at = prefix.take(edge)
-        hashes = np.subtract(at[1::2], at[0::2])
-        hashes *= inv[1:].take(starts)
-        hashes += (ends - starts).view(np.uint64)
-    mix64_inplace(hashes)
+    hashes, starts = edge_word_hashes(buf, edge)
     doc_ends = np.cumsum(lens)  # each document's first word starts after the previous one's last separator
     offsets = np.empty(len(enc) + 1, dtype=np.int64)
     offsets[0] = 0
     offsets[1:] = np.searchsorted(starts, doc_ends, side="left")
     return hashes, offsets
+
+
+def edge_word_hashes(values: np.ndarray, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mixed hashes of the words of ``values`` (uint8, the batch's bytes) that ``edge`` bounds: byte edge[2k] + 1
+    starts word k and byte edge[2k + 1] + 1 is the blank after it.  The word of bytes s..e-1 hashes as its byte
+    polynomial over p, scaled by p**-s, plus its length; returns (hashes, word starts - 1)."""
+    starts = np.ascontiguousarray(edge[0::2])  # read by a take here and by the caller's searchsorted
+    pw, inv, _, _ = hash_powers(values.size)
+    with np.errstate(over="ignore"):
+        # prefix[i]: the polynomial of bytes 0..i, so the word of bytes s..e-1 is (prefix[e-1] - prefix[s-1]) * p**-s
+        prefix = np.empty(values.size, dtype=np.uint64)
+        prefix[:] = values  # widen first: a uint8 * uint64 product would cast through a buffer
+        prefix *= pw[:values.size]
+        np.cumsum(prefix, out=prefix)
+        at = prefix.take(edge)
+        hashes = np.subtract(at[1::2], at[0::2])
+        hashes *= inv[1:].take(starts)
+        hashes += (edge[1::2] - starts).view(np.uint64)
+    mix64_inplace(hashes)
+    return hashes, starts
 
 
 def combine(words: np.ndarray, offsets: np.ndarray, n: int, short: str = "drop") -> tuple[np.ndarray, np.ndarray]:
