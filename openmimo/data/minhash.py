@@ -9,7 +9,8 @@ is a pair sharing a key.  The probability that a pair of Jaccard similarity J be
 ``1 - (1 - J**rows)**bands`` (:func:`candidate_probability`).
 
 :func:`shingle_hashes` gives ``texthash.ngram_hashes(texts, ngram, mode="alnum", short="whole")`` in fewer passes
-over the bytes (the tests hold the two equal).  :func:`signature_oracle` and :func:`jaccard` are the plain-Python
+over the bytes (the tests hold the two equal): compiled by Numba where it is installed (one call per batch),
+else in NumPy.  :func:`signature_oracle` and :func:`jaccard` are the plain-Python
 definitions the tests compare against.
 """
 
@@ -21,16 +22,23 @@ from typing import Sequence
 
 import numpy as np
 
-from openmimo.data.texthash import (OPERATORS, TRANSLATE_TABLES, combine, edge_word_hashes, mix64_inplace,
-                                    ngrams_oracle, word_hashes)
+from openmimo.data.texthash import (OPERATORS, TRANSLATE_TABLES, combine, edge_word_hashes, hash_powers,
+                                    mix64_inplace, ngrams_oracle, word_hashes)
+
+try:
+    import numba
+except ImportError:  # optional (the `data` extra): without it shingle_hashes takes its NumPy path
+    numba = None
 
 _SHINGLES_PER_BLOCK = 1 << 15  # shingles and hash functions of one pass of the NumPy backend (2 MB of products)
 _HASHES_PER_PASS = 8
 _TEXT_CHUNK = 1 << 18  # characters whose n-grams are hashed and signed at once (as texthash.text_chunks cuts)
-_BYTE_CHUNK = 1 << 17  # characters whose bytes are scanned at once (shingle_hashes)
-# bytes.translate table: a byte of a word (mode "alnum") to itself lower-cased, a blank to 0; NUL is the one word
-# byte that maps to 0, so a batch holding one takes texthash.word_hashes instead
-_WORD_OR_ZERO = np.where(TRANSLATE_TABLES["alnum"] == 32, 0, TRANSLATE_TABLES["alnum"]).astype(np.uint8).tobytes()
+_BYTE_CHUNK = 1 << 17  # characters whose bytes are scanned at once (shingle_hashes_numpy)
+# a byte of a word (mode "alnum") to itself lower-cased, a blank to 0 (the NumPy path's bytes.translate table, the
+# Numba kernel's lookup table); NUL is the one word byte that maps to 0, so a batch holding one takes
+# texthash.word_hashes instead
+_WORD_OR_ZERO_ARRAY = np.where(TRANSLATE_TABLES["alnum"] == 32, 0, TRANSLATE_TABLES["alnum"]).astype(np.uint8)
+_WORD_OR_ZERO = _WORD_OR_ZERO_ARRAY.tobytes()
 _OPS = [bytes([c]) for c in OPERATORS]
 _SPACED_OPS = [(op, b" " + op + b" ") for op in _OPS]
 
@@ -103,6 +111,111 @@ def _word_hashes(texts: Sequence[str], chars: np.ndarray) -> tuple[np.ndarray, n
     return words, offsets
 
 
+if numba is not None:
+    _MIX_1, _MIX_2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+    _SHIFT_1, _SHIFT_2, _SHIFT_3 = np.uint64(30), np.uint64(27), np.uint64(31)
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _mix64(x):
+        """splitmix64's finaliser (texthash.mix64_inplace) on one uint64."""
+        x ^= x >> _SHIFT_1
+        x *= _MIX_1
+        x ^= x >> _SHIFT_2
+        x *= _MIX_2
+        x ^= x >> _SHIFT_3
+        return x
+
+    @numba.njit(cache=True, nogil=True)
+    def _shingle_kernel(raw, bounds, table, pw, inv, qw, n):
+        """``(hashes, offsets)`` of :func:`shingle_hashes` from :func:`_batch_bytes`' bytes ``raw`` (uint8) and
+        ``bounds`` (document d's bytes lie between the blanks ``raw[bounds[d]]`` and ``raw[bounds[d + 1]]``);
+        ``table``: each byte of a word to itself lower-cased, a blank to 0; ``pw``, ``inv``: the byte base's powers
+        and inverse powers, ``qw``: the word base's powers (as long as a document plus one, and n).
+
+        One document at a time, with positions counted from its leading blank, in short loops without a branch on
+        the data: each byte's ``value * p**i``; their running sum, recorded at every
+        blank/word edge (the edges alternate: a word's first byte, the blank after it); each word of bytes s..e-1
+        as ``mix64((P[e] - P[s]) * p**-s + (e - s))`` (texthash.edge_word_hashes); each window of n words as
+        ``mix64(sum_j w[i + j] * q**j + n)`` (texthash.combine); fewer than n words give one hash of all of them
+        plus their count; no words, no hash."""
+        n_docs = bounds.size - 1
+        longest = 1
+        for d in range(n_docs):
+            longest = max(longest, bounds[d + 1] - bounds[d] + 1)
+        value = np.empty(longest, dtype=np.uint8)
+        term = np.empty(longest, dtype=np.uint64)
+        edge = np.empty(longest + 1, dtype=np.int64)
+        at_edge = np.empty(longest + 1, dtype=np.uint64)
+        words = np.empty(longest, dtype=np.uint64)
+        cap = raw.size // 4 + n_docs + 16
+        out = np.empty(cap, dtype=np.uint64)
+        offsets = np.zeros(n_docs + 1, dtype=np.int64)
+        pos = 0
+        for d in range(n_docs):
+            span = bounds[d + 1] - bounds[d] + 1
+            doc = raw[bounds[d]:bounds[d] + span]
+            for i in range(span):
+                v = table[doc[i]]
+                value[i] = v
+                term[i] = np.uint64(v) * pw[i]
+            total = np.uint64(0)
+            k = 0
+            prev = False
+            for i in range(span):
+                solid = value[i] != 0
+                edge[k] = i
+                at_edge[k] = total
+                k += solid ^ prev
+                prev = solid
+                total += term[i]
+            n_words = k // 2  # the span ends in a blank, so the edges pair up
+            for w in range(n_words):
+                s = edge[2 * w]
+                words[w] = _mix64((at_edge[2 * w + 1] - at_edge[2 * w]) * inv[s] + np.uint64(edge[2 * w + 1] - s))
+            if pos + n_words > cap:
+                cap = max(2 * cap, pos + n_words)
+                grown = np.empty(cap, dtype=np.uint64)
+                grown[:pos] = out[:pos]
+                out = grown
+            if n_words >= n:
+                m = n_words - n + 1
+                keys = out[pos:pos + m]
+                keys[:] = words[:m]
+                for j in range(1, n):
+                    q = qw[j]
+                    for i in range(m):
+                        keys[i] += words[i + j] * q
+                length = np.uint64(n)
+                for i in range(m):
+                    keys[i] = _mix64(keys[i] + length)
+                pos += m
+            elif n_words > 0:
+                key = np.uint64(0)
+                for j in range(n_words):
+                    key += words[j] * qw[j]
+                out[pos] = _mix64(key + np.uint64(n_words))
+                pos += 1
+            offsets[d + 1] = pos
+        return out[:pos], offsets
+
+
+def shingle_hashes_numba(texts: Sequence[str], ngram: int,
+                         chars: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`shingle_hashes` by the Numba kernel (:func:`_shingle_kernel`: one compiled call for the batch, no
+    NumPy call per pass); a batch holding a NUL byte (a word byte that the kernel's table maps to 0) takes
+    :func:`shingle_hashes_numpy`."""
+    if ngram < 1:
+        raise ValueError(f"n-gram size must be >= 1, got {ngram}")
+    chars = _lengths(texts) if chars is None else chars
+    raw, lens = _batch_bytes(texts, chars)
+    if b"\x00" in raw:
+        return shingle_hashes_numpy(texts, ngram, chars)
+    bounds = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lens, out=bounds[1:])
+    pw, inv, qw, _ = hash_powers(max(ngram, int(lens.max(initial=0)) + 1))
+    return _shingle_kernel(np.frombuffer(raw, dtype=np.uint8), bounds, _WORD_OR_ZERO_ARRAY, pw, inv, qw, ngram)
+
+
 def _slices(chars: np.ndarray, size: int) -> list[tuple[int, int]]:
     """``(lo, hi)`` of the slices ``texthash.text_chunks(texts, size)`` cuts, from the texts' lengths ``chars``:
     one ``searchsorted`` per slice instead of a Python step per text."""
@@ -121,9 +234,18 @@ def _lengths(texts: Sequence[str]) -> np.ndarray:
 
 
 def shingle_hashes(texts: Sequence[str], ngram: int, chars: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``texthash.ngram_hashes(texts, ngram, mode="alnum", short="whole")``, value for value: the words of
-    ``_BYTE_CHUNK`` characters at a time (:func:`_word_hashes`; the byte arrays stay in cache), their n-grams in
-    one pass over all of them (fewer NumPy calls per document).  ``chars``: the texts' lengths, if known."""
+    """``texthash.ngram_hashes(texts, ngram, mode="alnum", short="whole")``, value for value: by the Numba kernel
+    where Numba is installed (:func:`shingle_hashes_numba`), else with NumPy (:func:`shingle_hashes_numpy`).
+    ``chars``: the texts' lengths, if known."""
+    if numba is None:
+        return shingle_hashes_numpy(texts, ngram, chars)
+    return shingle_hashes_numba(texts, ngram, chars)
+
+
+def shingle_hashes_numpy(texts: Sequence[str], ngram: int,
+                         chars: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`shingle_hashes` with NumPy: the words of ``_BYTE_CHUNK`` characters at a time (:func:`_word_hashes`;
+    the byte arrays stay in cache), their n-grams in one pass over all of them (fewer NumPy calls per document)."""
     chars = _lengths(texts) if chars is None else chars
     parts = [_word_hashes(texts[lo:hi], chars[lo:hi]) for lo, hi in _slices(chars, _BYTE_CHUNK)]
     if len(parts) == 1:
