@@ -161,23 +161,22 @@ def test_packed_documents_match_the_reference_per_document():
 
 
 def test_engine_drafts_are_the_reference_drafts(monkeypatch):
-    """Every draft the engine makes (greedy, k = 2, prefill and decode windows) is the arg-max of the
+    """Every draft the engine's decode steps make (greedy, k = 2) is the arg-max of the
     reference's depth-j logits at the last processed position, over the tokens the engine held then."""
     model = build_model(cfg(), seed=7).eval()
     randomise_norms(model, 3)
     engine = Engine(model, max_slots=2, max_len=48, spec_k=2)
     seen = []
-    real = engine.model_forward.mtp_forward  # the engine drafts through its own forward (infer/forward.py)
+    real = engine._pick  # a decode step picks each depth's draft from that depth's hidden states (engine.py)
 
-    def spy(depth, prev, next_ids, pos, view):
-        h, logits = real(depth, prev, next_ids, pos, view)
+    def spy(h, r, length, pw, vpos, depth, mode):
+        logits = model.lm_head(h[torch.arange(h.shape[0]), r])  # at the last processed position of each slot
         for slot in engine.running:
-            t = int(engine.length[slot]) - 1  # the last processed position of this slot
-            row = t - int(pos[slot, 0])
-            seen.append((depth, t, engine.tokens[slot, : t + depth + 1].tolist(), logits[slot, row].clone()))
-        return h, logits
+            t = int(length[slot]) - 1
+            seen.append((depth, t, engine.tokens[slot, : t + depth + 1].tolist(), logits[slot].clone()))
+        return real(h, r, length, pw, vpos, depth, mode)
 
-    monkeypatch.setattr(engine.model_forward, "mtp_forward", spy)
+    monkeypatch.setattr(engine, "_pick", spy)
     prompts = [[5, 9, 14, 3], [8]]
     engine.generate(prompts, SamplingParams(max_new_tokens=12, temperature=0))
     assert len(seen) >= 8 and {d for d, *_ in seen} == {1, 2}

@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from openmimo.infer.forward import EngineForward
+from openmimo.infer.forward import EngineForward, compile_region
 from openmimo.infer.kernels import filter_logprobs
 from openmimo.infer.kv_cache import CacheView, KVCache, slots_for_budget
 from openmimo.infer.prefill import Prefill
@@ -159,6 +159,7 @@ class Engine:
                          "decode_seconds": 0.0, "prefill_seconds": 0.0}
         self.compiled = (self.device.type == "cuda") if compile is None else compile
         self._decode_fn = self._decode_impl
+        self._glue = None  # block scope: the decode step's glue as compiled regions (_decode_impl)
         # Compiled variants built so far (``warmup``).  compile_on_request=False (the server): the request path
         # runs the eager function for a variant not built, instead of compiling it there (variants.py).
         self.variants = Variants(self.compiled, on_request=compile_on_request)
@@ -172,6 +173,7 @@ class Engine:
         elif self.compiled:  # "block": compiled regions (a graph per region and shape), the step captured whole
             allow_recompiles(64)
             self.step_forward = EngineForward(self.model, regions=True)
+            self._glue = tuple(compile_region(f) for f in (self._step_inputs, self._pick, self._verify))
             self._decode_fn = StepGraphs(self._decode_impl, graphs=self.device.type == "cuda")
         # The model side of admissions (prefill.py): a batched forward, or CUDA-graph windows for short ones.
         self.prefill = Prefill(self.model_forward, self.cache, self.tokens, self.h0, spec_k, self.capacity,
@@ -566,8 +568,10 @@ class Engine:
         if self.compiled and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
         kv_len, mode = self._kv_bucket(inflight), self._mode()
-        fn = self._decode_fn if self.variants.use(("decode", mode, kv_len)) else self._decode_impl
-        packed = fn(kv_len, mode)
+        if self.variants.use(("decode", mode, kv_len)):
+            packed = self._decode_fn(kv_len, mode)
+        else:
+            packed = self._decode_impl(kv_len, mode, eager=True)
         host = self._host[self._flip]
         self._flip ^= 1
         host.copy_(packed, non_blocking=True)
@@ -620,68 +624,95 @@ class Engine:
         # scan lowerings are not asked to handle a whole vocabulary)
         return (filter_logprobs if self.compiled else process_logits)(logits, t, p, k)
 
-    def _decode_impl(self, kv_len: int, mode: str):
+    def _decode_impl(self, kv_len: int, mode: str, eager: bool = False):
         """One decode step over all slots at fixed shapes (the function compiled on GPU).
 
         Returns one float64 (S, 1 + 3 (k+1)) tensor (one copy to the host): accepted drafts, tokens,
         raw and processed log-probs.  Mode "greedy" takes the arg-max of the log-probs directly — the
         token the sampling path picks for a greedy row (its one-hot distribution plus any noise) —
         without the noise and one-hot tensors over the vocabulary.
+
+        The step is the forwards (main model, MTP depths) and three pieces of glue between them: the inputs
+        (:meth:`_step_inputs`), each draft's pick (:meth:`_pick`) and the verification (:meth:`_verify`).  In block
+        scope the forwards run as compiled regions and so does each piece of glue; ``eager`` runs all of it
+        uncompiled (the request path's stand-in for a variant not built).
         """
-        S, k, V = self.slots, self.k, self.cfg.vocab_size
+        fwd = self.model_forward if eager else self.step_forward
+        inputs, pick, verify = (self._step_inputs, self._pick, self._verify) if eager or not self._glue else self._glue
+        length, vpos, nxt, window = inputs()
+        drafts, lps = [], []
+        if self.k:  # depth j re-runs a window of 2k positions ending at the last processed token
+            pw, r, h, cos, sin = window
+            view = CacheView(self.cache, pw, kv_len)
+            for j in range(1, self.k + 1):
+                h = fwd.mtp_layer(j, h, nxt, pw, cos, sin, view)
+                d, q, nxt = pick(h, r, length, pw, vpos, j, mode)
+                drafts.append(d)
+                lps.append(q)
+        out = fwd(nxt, vpos, CacheView(self.cache, vpos, kv_len))
+        return verify(out.logits, out.hidden_states, tuple(drafts), tuple(lps), length, vpos, mode)
+
+    def _step_inputs(self):
+        """A decode step's inputs: each slot's length (1 for a free slot), the verify positions (S, k+1), and
+        either the main model's input ids (no drafts) or the draft window — its positions (S, 2k), the row of
+        the last processed token in it, the hidden states there, the rotary tables, and depth 1's next-token
+        embeddings."""
+        S, k = self.slots, self.k
         dev = self.tokens.device
-        rows = torch.arange(S, device=dev)
         length = torch.where(self.active, self.length, torch.ones_like(self.length))
-        drafts = draft_lp = None
-        if k:
-            drafts, draft_lp = self._draft(rows, length, kv_len, mode)
         vpos = length[:, None] + torch.arange(k + 1, device=dev)
-        ids = self.tokens[rows[:, None], vpos]
-        out = self.step_forward(ids, vpos, CacheView(self.cache, vpos, kv_len))
+        rows = torch.arange(S, device=dev)[:, None]
+        if not k:
+            return length, vpos, self.tokens[rows, vpos], None
+        start = (length - 2 * k).clamp(min=0)
+        pw = start[:, None] + torch.arange(2 * k, device=dev)
+        cos, sin = self.model_forward.rope(pw, self.dtype)
+        nxt = self.model.model.embed_tokens(self.tokens[rows, pw + 1])
+        return length, vpos, nxt, (pw, length - 1 - start, self.h0[rows, pw], cos, sin)
+
+    def _pick(self, h, r, length, pw, vpos, j: int, mode: str):
+        """Draft j from depth j's hidden states ``h`` (S, 2k, hidden) at row ``r`` of the window: the token
+        (written after the slot's sequence), the processed log-probs it was drawn from (None when greedy), and the
+        next forward's input — depth j+1's next-token embeddings, or the main model's verify ids after depth k."""
+        rows = torch.arange(self.slots, device=h.device)
+        logits = self.model.lm_head(h[rows, r]).float()
+        if mode == "greedy":
+            d, q = logits.log_softmax(-1).argmax(-1), None
+        else:
+            q = self._process(logits, mode)
+            d = gumbel_sample(q, self.seeds, length + j, STREAM_DRAFT)
+        self.tokens[rows, length + j] = d
+        if j < self.k:
+            return d, q, self.model.model.embed_tokens(self.tokens[rows[:, None], pw + j + 1])
+        return d, q, self.tokens[rows[:, None], vpos]
+
+    def _verify(self, logits, hidden, drafts: tuple, lps: tuple, length, vpos, mode: str):
+        """Accept drafts against the main model's logits (S, k+1, V) at ``vpos``, write the tokens and lengths,
+        and pack the step's results (see :meth:`_decode_impl`)."""
+        S, k, V = self.slots, self.k, self.cfg.vocab_size
+        rows = torch.arange(S, device=logits.device)[:, None]
+        drafts = torch.stack(drafts, 1) if k else None
         if k:
-            self.h0[rows[:, None], vpos] = out.hidden_states
-        logits = out.logits.float()
+            self.h0[rows, vpos] = hidden
+        logits = logits.float()
         if mode == "greedy":
             lp = torch.log_softmax(logits, -1)
             target = lp.argmax(-1)  # (S, k+1)
             if k:  # accept drafts while they equal the arg-max; the next token is the arg-max there
                 n_acc = (drafts == target[:, :k]).long().cumprod(-1).sum(-1)
             else:
-                n_acc = torch.zeros(S, dtype=torch.long, device=dev)
+                n_acc = torch.zeros(S, dtype=torch.long, device=logits.device)
             toks = target
             raw = lp.gather(-1, toks[..., None])[..., 0]
             plp = torch.zeros_like(raw)
         else:
             proc = self._process(logits.reshape(S * (k + 1), V), mode, k + 1).view(S, k + 1, V)
-            n_acc, toks = accept_drafts(proc, draft_lp, drafts, self.seeds, length + 1)
+            n_acc, toks = accept_drafts(proc, torch.stack(lps, 1) if k else None, drafts, self.seeds, length + 1)
             raw = torch.log_softmax(logits, -1).gather(-1, toks[..., None])[..., 0]
             plp = proc.gather(-1, toks[..., None])[..., 0]
-        self.tokens[rows[:, None], vpos + 1] = toks
+        self.tokens[rows, vpos + 1] = toks
         self.length.copy_(torch.where(self.active, length + n_acc + 1, self.length))
         return torch.cat([n_acc[:, None].double(), toks.double(), raw.double(), plp.double()], 1)
-
-    def _draft(self, rows, length, kv_len: int, mode: str):
-        """k drafts per slot from the MTP layers, re-running each depth over a window of 2k positions
-        ending at the last processed token (so entries written with draft tokens get rewritten)."""
-        k, W = self.k, 2 * self.k
-        start = (length - W).clamp(min=0)
-        pw = start[:, None] + torch.arange(W, device=rows.device)
-        r = length - 1 - start
-        h = self.h0[rows[:, None], pw]
-        drafts, lps = [], []
-        for j in range(1, k + 1):
-            nxt = self.tokens[rows[:, None], pw + j]
-            h, logits = self.step_forward.mtp_forward(j, h, nxt, pw, CacheView(self.cache, pw, kv_len))
-            if mode == "greedy":
-                d = logits[rows, r].float().log_softmax(-1).argmax(-1)
-                lps.append(None)
-            else:
-                q = self._process(logits[rows, r].float(), mode)
-                d = gumbel_sample(q, self.seeds, length + j, STREAM_DRAFT)
-                lps.append(q)
-            self.tokens[rows, length + j] = d
-            drafts.append(d)
-        return torch.stack(drafts, 1), (None if mode == "greedy" else torch.stack(lps, 1))
 
 
 @dataclass
