@@ -264,10 +264,14 @@ def _linear_config(M: int, N: int, gate_up: bool = False):
     """(USE_DOT, BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for M rows and N output columns.
 
     One row -> CUDA-core dot products over wide K tiles; more rows -> tensor-core tiles with the rows padded
-    to 16; wide outputs -> wider tiles (tuned on MiMo-7B shapes; docs/benchmarks.md).
+    to 16; wide outputs -> wider tiles (tuned on MiMo-7B shapes and the speculative bench's 768-wide model;
+    docs/benchmarks.md).
     """
-    if M == 1:
-        return (False, 1, 16, 512, 4, 3) if gate_up else (False, 1, 16, 1024, 8, 2)
+    if M == 1:  # narrow tiles where wide ones would leave SMs without one
+        narrow = triton.cdiv(N, 16) < _num_sms()
+        if gate_up:
+            return (False, 1, 8, 1024, 8, 3) if narrow else (False, 1, 8, 1024, 4, 3)
+        return False, 1, 8 if narrow else 16, 1024, 8, 2
     bn, bk = (64, 128) if (N >= 6144 or gate_up) else (32, 256)
     if M <= 8:
         # A few rows (speculative verify at small batch) read all of W, like one row: the kernel is bound
