@@ -55,9 +55,9 @@ def test_generate_reads_stdin_and_names_bad_lines(ckpt, tmp_path, monkeypatch, c
     assert main(["generate", "--model", str(tmp_path / "missing"), "--input", str(bad)]) == 2
 
 
-def test_generate_compile_scope_block_reaches_the_engine(ckpt, tmp_path, monkeypatch):
-    """--compile-scope block: the engine is built with it (here on the CPU, where nothing compiles unless asked)
-    and writes the same greedy tokens as the default."""
+def test_generate_compile_scope_reaches_the_engine(ckpt, tmp_path, monkeypatch):
+    """--compile-scope step: the engine is built with it (here on the CPU, where nothing compiles unless asked)
+    and writes the same greedy tokens as the default (block)."""
     from openmimo.infer import engine as engine_mod
 
     path, _, _ = ckpt
@@ -72,9 +72,9 @@ def test_generate_compile_scope_block_reaches_the_engine(ckpt, tmp_path, monkeyp
     inp = tmp_path / "in.jsonl"
     inp.write_text(json.dumps({"id": "a", "prompt": "the cat"}) + "\n")
     outs = []
-    for extra in ([], ["--compile-scope", "block"]):
+    for extra in ([], ["--compile-scope", "step"]):
         out = tmp_path / f"out{len(outs)}.jsonl"
         assert main(["generate", "--model", str(path), "--input", str(inp), "--output", str(out), "--temperature",
                      "0", "--max-new-tokens", "6", "--no-progress", *extra]) == 0
         outs.append([json.loads(line)["tokens"] for line in out.read_text().splitlines()])
-    assert scopes == ["step", "block"] and outs[0] == outs[1]
+    assert scopes == ["block", "step"] and outs[0] == outs[1]

@@ -59,7 +59,7 @@ def test_sleep_refuses_a_busy_engine_and_a_step_scope_compiled_one(model):
         eng.step()
     eng.sleep()
     eng.wake()
-    compiled = Engine(model, max_slots=2, max_len=48, compile=True)  # compile_scope="step": nothing compiles yet
+    compiled = Engine(model, max_slots=2, max_len=48, compile=True, compile_scope="step")  # nothing compiles yet
     with pytest.raises(RuntimeError, match="compile_scope='block'"):
         compiled.sleep()
 

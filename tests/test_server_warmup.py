@@ -53,7 +53,8 @@ def test_warmup_builds_every_variant_and_nothing_compiles_after(model, monkeypat
     params = mixed_params()[:4] + mixed_params()[5:6]  # greedy, sampled, filtered, stopped, n = 2
     prompts = PROMPTS[:5]
     ref = Engine(model, max_slots=4, max_len=48, spec_k=1, kv_buckets=False).generate(prompts, params)
-    eng, counter = counted_engine(model, monkeypatch, max_slots=4, max_len=48, spec_k=1, kv_buckets=False)
+    eng, counter = counted_engine(model, monkeypatch, max_slots=4, max_len=48, spec_k=1, kv_buckets=False,
+                                  compile_scope="step")  # step scope: one dynamo graph per variant
     keys = eng.compiled_variants()
     assert keys == [("decode", m, eng.capacity) for m in ("greedy", "sample", "filter")] + [
         ("window", 1), ("window", 4), ("first", 1), ("first", 4)]

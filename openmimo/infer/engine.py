@@ -40,13 +40,13 @@ before serving; with ``compile_on_request=False`` (the server) a variant not bui
 instead of compiling on the request path.  The keys, the warm-up and the registry of built variants are in
 ``variants.py``.
 
-Compile scope.  ``compile_scope="step"`` (the default) compiles each decode variant whole with torch.compile
-(``reduce-overhead``: Inductor fuses across layers, CUDA graphs by cudagraph trees), so a warm-up compiles every
-layer of the model once per variant.  ``"block"`` compiles regions instead — each block, each MTP depth, the head
+Compile scope.  ``compile_scope="block"`` (the default) compiles regions — each block, each MTP depth, the head
 and the rotary tables (``EngineForward(regions=True)``), one graph per region and input shape, shared by every
-layer — and captures the whole decode step, glue included, as one plain CUDA graph per variant
-(``variants.StepGraphs``); prefill windows are captured the same way.  A warm-up then compiles a few small graphs
-whatever the depth (docs/benchmarks.md has both scopes' warm-up and decode figures).
+layer, and the glue between them (the step's inputs, each draft's pick, the verification) — and captures the whole
+decode step as one plain CUDA graph per variant (``variants.StepGraphs``); prefill windows are captured the same
+way.  A warm-up then compiles a few small graphs whatever the depth.  ``"step"`` compiles each decode variant whole
+with torch.compile (``reduce-overhead``: Inductor fuses across layers, CUDA graphs by cudagraph trees), so a warm-up
+compiles every layer of the model once per variant (docs/benchmarks.md has both scopes' warm-up and decode figures).
 
 Sleeping.  ``sleep()`` frees the cache (and optionally moves the weights to host memory) while no sequence runs,
 ``wake()`` allocates it again: RL's update then has the device to itself.  Only an uncompiled or block-scope
@@ -106,7 +106,7 @@ class Engine:
                  kv_budget_bytes: int | None = None, spec_k: int = 0, compile: bool | None = None,
                  compile_prefill: bool = False, max_prefill_tokens: int = 8192, prefill_graph: bool | None = None,
                  seed: int | None = None, overlap: bool | None = None, kv_buckets: bool = True,
-                 compile_on_request: bool = True, compile_scope: str = "step"):
+                 compile_on_request: bool = True, compile_scope: str = "block"):
         cfg = model.config
         p = next(model.parameters())
         self.model, self.cfg, self.device, self.dtype = model.eval(), cfg, p.device, p.dtype

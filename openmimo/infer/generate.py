@@ -40,10 +40,10 @@ def add_engine_arguments(parser) -> None:
     g.add_argument("--kv-budget-gb", type=float, default=None, help="KV-cache memory budget (default on GPU: 80%% of free memory)")
     g.add_argument("--spec-k", type=int, default=0, help="MTP draft tokens per step (0 = no speculative decoding)")
     g.add_argument("--no-compile", action="store_true", help="do not compile the decode step on GPU")
-    g.add_argument("--compile-scope", choices=["step", "block"], default="step",
-                   help="what torch.compile compiles on GPU: each decode variant whole (step), or regions shared by "
-                        "every layer with each step captured as one CUDA graph (block: seconds of warm-up instead "
-                        "of minutes; docs/benchmarks.md)")
+    g.add_argument("--compile-scope", choices=["step", "block"], default="block",
+                   help="what torch.compile compiles on GPU: regions shared by every layer with each step captured "
+                        "as one CUDA graph (block, the default: seconds of warm-up), or each decode variant whole "
+                        "(step: minutes of warm-up; docs/benchmarks.md)")
 
 
 def add_arguments(parser) -> None:

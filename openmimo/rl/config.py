@@ -93,9 +93,9 @@ class GenConfig:
     # local backend: free the engine's KV cache and move its weights to host memory during each update (the
     # update then has the device to itself); the engine compiles per block so that its graphs re-capture cheaply
     release_during_update: bool = False
-    # what the engines compile on GPU (Engine's compile_scope): step (each decode variant whole) | block (regions
-    # shared by every layer: seconds of warm-up); release_during_update needs and implies block
-    compile_scope: str = "step"
+    # what the engines compile on GPU (Engine's compile_scope): block (regions shared by every layer: seconds of
+    # warm-up) | step (each decode variant whole); release_during_update needs and implies block
+    compile_scope: str = "block"
 
     def check(self):
         if self.backend not in ("local", "ray"):
