@@ -2,7 +2,8 @@
 # One-step set-up on a fresh Debian machine (Python >= 3.11).  Usage: scripts/setup.sh [dev]
 #  - installs bubblewrap (the code judge's sandbox) when apt is available and we may use it;
 #  - installs the CPU build of torch 2.13.0 unless a torch is already present (a GPU machine keeps its own);
-#  - installs openmimo in editable mode (with the dev extra for tests).
+#  - installs openmimo in editable mode with the data extra (the quickstart's data pipeline), or the dev extra
+#    for tests (which holds it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -18,6 +19,6 @@ fi
 if ! $PY -c "import torch" >/dev/null 2>&1; then
   $PY -m pip install -q "torch==2.13.0"
 fi
-extra=""
+extra="[data]"  # the quickstart's pre-training data goes through `openmimo data` (datatrove, the extractors)
 [ "${1:-}" = "dev" ] && extra="[dev]"
 $PY -m pip install -q -e ".$extra"

@@ -206,3 +206,20 @@ def test_warc_input_is_extracted_and_url_deduplicated(tmp_path):
     card = main(cfg, log=lambda *_: None)
     assert card["sources"]["crawl"]["read"] == 2 and card["sources"]["crawl"]["url_duplicate"] == 1
     assert card["sources"]["crawl"]["kept"] == 1 and card["bins"]["all"]["tokens"] > 0
+
+
+def test_the_world_pipeline_without_datatrove_is_one_clear_error(tmp_path, monkeypatch):
+    """The quickstart's preset routes the world through `openmimo data`; an install without the data extra gets
+    one error naming the key and both ways out, before any work."""
+    import importlib.util
+
+    from openmimo.train.config import PretrainConfig
+    from openmimo.train.data import _prepare_world_pipeline
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datatrove" else real(name, *a))
+    cfg = load(PretrainConfig, Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    assert cfg.data.world_pipeline
+    with pytest.raises(ConfigError, match=r"data\.world_pipeline.*data extra.*world_pipeline=false"):
+        _prepare_world_pipeline(cfg, tmp_path / "data")
+    assert not (tmp_path / "data").exists()

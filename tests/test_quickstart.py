@@ -40,10 +40,16 @@ def test_quickstart_runs_its_fixed_work_and_reports(tmp_path, capsys):
     assert saved["rl_steps"] == res["rl_steps"] == 2 and saved["seed"] == 1
     assert saved["pretrain_tokens"] >= 16384  # every token of the schedule, no time guard
     assert 0.0 <= saved["pretrain_math_acc"] <= 1.0 and "math" in saved["before"] and "math" in saved["after"]
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert "1/2 pre-training" in text and "2/2 RL: 2 GRPO steps" in text and "Measured with seeds 0-2" in text
     assert saved["below_rl_ready"] == (saved["pretrain_math_acc"] < RL_READY_MATH)
     assert ("WARNING" in text) == saved["below_rl_ready"]
+    # the pre-training data came through `openmimo data` (dedup, decontamination, tags), its logs kept aside
+    card = json.loads((out / "pretrain" / "data" / "pipeline" / "data_card.json").read_text())
+    assert card["sources"]["pages"]["read"] > card["sources"]["pages"]["kept"] > 0
+    assert "the world through `openmimo data`" in text and "Launching pipeline" not in text + captured.err
+    assert (out / "pretrain" / "data" / "pipeline.log").read_text().count("Launching pipeline") > 0
 
 
 def test_sft_rl_recipe_runs_every_stage_and_prints_the_table(tmp_path, capsys):

@@ -10,6 +10,7 @@ names token-shard folders and ``data.tokenizer`` a tokenizer folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -115,7 +116,13 @@ def prepare_world(cfg, data_dir: Path) -> None:
 def _prepare_world_pipeline(cfg, data_dir: Path) -> None:
     """The world's raw pages and texts through `openmimo data` with ``configs/data_tiny.yaml``: a tagger trained on
     the world's labels, dedup, decontamination, tags and bins named as :data:`WORLD_SOURCES`."""
-    # datatrove and the tagger load only for this opt-in path (data.world_pipeline), not for every pre-training run
+    # datatrove and the tagger load only for this path (data.world_pipeline), not for every pre-training run
+    import importlib.util
+
+    if importlib.util.find_spec("datatrove") is None:
+        raise ConfigError("key 'data.world_pipeline': the world's data goes through `openmimo data`, which needs the "
+                          "data extra (scripts/setup.sh installs it; or pip install -e '.[data]'); "
+                          "data.world_pipeline=false trains on the generator's clean text instead")
     from openmimo.data import quality
     from openmimo.data.pipeline import main as run_pipeline
     from openmimo.data.pipeline_config import DataPipelineConfig
@@ -131,7 +138,14 @@ def _prepare_world_pipeline(cfg, data_dir: Path) -> None:
                  f"tokenizer_vocab={cfg.data.tokenizer_vocab}"])
     for s in pcfg.sources:
         s.paths = [p.replace("runs/world", str(world), 1) for p in s.paths]
-    run_pipeline(pcfg, overwrite=True, log=lambda *_: None)
+    # datatrove logs each task's progress to stderr at INFO: into d.root/pipeline.log here, not the run's output
+    with open(d.root / "pipeline.log", "w") as logfile, contextlib.redirect_stderr(logfile):
+        card = run_pipeline(pcfg, overwrite=True, log=lambda *_: None)
+    src = card["sources"].values()
+    print(f"[data] the world through `openmimo data`: {sum(s['kept'] for s in src):,} of {sum(s['read'] for s in src):,}"
+          f" documents kept ({sum(s['exact_duplicate'] + s['near_duplicate'] + s['url_duplicate'] for s in src):,} "
+          f"duplicates, {sum(s['contaminated'] for s in src):,} contaminated, "
+          f"{sum(s['below_quality'] for s in src):,} below quality); {pipeline_dir / 'data_card.md'}", flush=True)
     d.shards().mkdir(parents=True, exist_ok=True)
     for src in WORLD_SOURCES:
         os.replace(pipeline_dir / "shards" / src, d.shards(src))
