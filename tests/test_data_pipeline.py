@@ -223,3 +223,19 @@ def test_the_world_pipeline_without_datatrove_is_one_clear_error(tmp_path, monke
     with pytest.raises(ConfigError, match=r"data\.world_pipeline.*data extra.*world_pipeline=false"):
         _prepare_world_pipeline(cfg, tmp_path / "data")
     assert not (tmp_path / "data").exists()
+
+
+def test_the_ray_executor_gives_the_local_output(corpus, reference, tmp_path):
+    """executor=ray (datatrove's RayPipelineExecutor on a local Ray instance): the same shards, tokenizer and data
+    card as the local executor."""
+    pytest.importorskip("ray")
+    from openmimo.rewards.ray_pool import ensure_ray
+
+    ray, owns = ensure_ray(None, 2)
+    try:
+        out = tmp_path / "out"
+        main(_cfg(corpus, out, ["executor=ray", "tasks=2", "workers=2"]), log=lambda *_: None)
+    finally:
+        if owns:
+            ray.shutdown()
+    assert _output(out) == _output(reference[0])
