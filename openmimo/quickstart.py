@@ -33,9 +33,9 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # Below this held-out greedy math accuracy the tiny base model has not made the arithmetic phase change: most
 # GRPO groups then have no correct sample (zero reward variance) and RL has almost nothing to learn from.
 RL_READY_MATH = 0.15
-# What seeds 0-2 gave on the 2-core development VM (x86, AVX-512 kernels; docs/tiny_tuning.md): greedy held-out
-# math after pre-training, and the RL gain in math pass@1 (it shrinks the further pre-training got).
 RECIPES = ("rl", "sft-rl")
+# What seeds 0-2 gave on the 2-core development VM (x86, AVX-512 kernels; docs/tiny_tuning.md, docs/benchmarks.md):
+# greedy held-out math after pre-training, and the RL gain in math pass@1 (it shrinks the further pre-training got).
 EXPECTED = ("45-85% greedy after pre-training, 36-67% pass@1 before RL, RL gain +10.2 to +29.2 (median +17.7 over "
             "10 runs on the generator's clean text); through the data pipeline, seeds 0 and 1: 54.2% and 68.8% greedy, "
             "+21.4 and +14.7")

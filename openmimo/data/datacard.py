@@ -133,6 +133,15 @@ def _md(card: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(card: dict) -> str:
+    """One line of the card: documents kept of those read, what dropped them, the tokens and bins written."""
+    src = card["sources"].values()
+    dups = sum(r["url_duplicate"] + r["exact_duplicate"] + r["near_duplicate"] for r in src)
+    return (f"kept {sum(r['kept'] for r in src):,} of {sum(r['read'] for r in src):,} documents ({dups:,} duplicates, "
+            f"{sum(r['contaminated'] for r in src):,} contaminated, {sum(r['below_quality'] for r in src):,} below "
+            f"quality), {sum(b['tokens'] for b in card['bins'].values()):,} tokens in {len(card['bins'])} bin(s)")
+
+
 def write_card(cfg: DataPipelineConfig, out: Path) -> dict:
     card = build_card(cfg, out / "work")
     write_json_atomic(out / "data_card.json", card)

@@ -22,8 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from openmimo.data.texthash import (OPERATORS, TRANSLATE_TABLES, combine, edge_word_hashes, hash_powers,
-                                    mix64_inplace, ngrams_oracle, word_hashes)
+from openmimo.data.texthash import (MIX_MULTIPLIERS, OPERATORS, TRANSLATE_TABLES, combine, edge_word_hashes,
+                                    hash_powers, mix64_inplace, ngrams_oracle, word_hashes)
 
 try:
     import numba
@@ -112,7 +112,7 @@ def _word_hashes(texts: Sequence[str], chars: np.ndarray) -> tuple[np.ndarray, n
 
 
 if numba is not None:
-    _MIX_1, _MIX_2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+    _MIX_1, _MIX_2 = (np.uint64(m) for m in MIX_MULTIPLIERS)
     _SHIFT_1, _SHIFT_2, _SHIFT_3 = np.uint64(30), np.uint64(27), np.uint64(31)
 
     @numba.njit(cache=True, nogil=True, inline="always")

@@ -124,7 +124,7 @@ def _quiet_datatrove() -> None:
 
 def main(cfg: DataPipelineConfig, resume: bool = False, overwrite: bool = False, log=print) -> dict:
     """Run the pipeline; returns the data card (dict)."""
-    from openmimo.data.datacard import write_card
+    from openmimo.data.datacard import summary, write_card
 
     out = Path(cfg.out_dir)
     _claim(out, cfg, resume, overwrite)
@@ -147,9 +147,7 @@ def main(cfg: DataPipelineConfig, resume: bool = False, overwrite: bool = False,
         log("[data] submitted to Slurm; when the jobs finish, run again with --resume to write the data card")
         return {}
     card = write_card(cfg, out)
-    kept = sum(s["kept"] for s in card["sources"].values())
-    tokens = sum(b["tokens"] for b in card["bins"].values())
-    log(f"[data] kept {kept} documents, {tokens} tokens in {len(card['bins'])} bin(s); card: {out / 'data_card.md'}")
+    log(f"[data] {summary(card)}; card: {out / 'data_card.md'}")
     return card
 
 

@@ -97,14 +97,17 @@ def _inverse(a: int) -> int:
     return pow(a, -1, 1 << 64)
 
 
+MIX_MULTIPLIERS = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)  # splitmix64's finaliser (minhash's kernel uses them too)
+
+
 def mix64_inplace(x: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser on a uint64 array, in place (returns it)."""
     t = x >> np.uint64(30)
     x ^= t
-    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x *= np.uint64(MIX_MULTIPLIERS[0])
     np.right_shift(x, np.uint64(27), out=t)
     x ^= t
-    x *= np.uint64(0x94D049BB133111EB)
+    x *= np.uint64(MIX_MULTIPLIERS[1])
     np.right_shift(x, np.uint64(31), out=t)
     x ^= t
     return x

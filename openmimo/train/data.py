@@ -124,6 +124,7 @@ def _prepare_world_pipeline(cfg, data_dir: Path) -> None:
                           "data extra (scripts/setup.sh installs it; or pip install -e '.[data]'); "
                           "data.world_pipeline=false trains on the generator's clean text instead")
     from openmimo.data import quality
+    from openmimo.data.datacard import summary
     from openmimo.data.pipeline import main as run_pipeline
     from openmimo.data.pipeline_config import DataPipelineConfig
 
@@ -141,11 +142,7 @@ def _prepare_world_pipeline(cfg, data_dir: Path) -> None:
     # datatrove logs each task's progress to stderr at INFO: into d.root/pipeline.log here, not the run's output
     with open(d.root / "pipeline.log", "w") as logfile, contextlib.redirect_stderr(logfile):
         card = run_pipeline(pcfg, overwrite=True, log=lambda *_: None)
-    src = card["sources"].values()
-    print(f"[data] the world through `openmimo data`: {sum(s['kept'] for s in src):,} of {sum(s['read'] for s in src):,}"
-          f" documents kept ({sum(s['exact_duplicate'] + s['near_duplicate'] + s['url_duplicate'] for s in src):,} "
-          f"duplicates, {sum(s['contaminated'] for s in src):,} contaminated, "
-          f"{sum(s['below_quality'] for s in src):,} below quality); {pipeline_dir / 'data_card.md'}", flush=True)
+    print(f"[data] the world through `openmimo data`: {summary(card)}; {pipeline_dir / 'data_card.md'}", flush=True)
     d.shards().mkdir(parents=True, exist_ok=True)
     for src in WORLD_SOURCES:
         os.replace(pipeline_dir / "shards" / src, d.shards(src))
